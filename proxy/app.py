@@ -1,0 +1,64 @@
+"""``create_app(config)``: routes, the middleware, and long-lived state in cleanup contexts.
+
+Used by the server (``__main__``) and by the tests alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+
+from aiohttp import web
+
+from .cache import DiskCache
+from .config import Config
+from .keys import CACHE, CONFIG, METRICS, ORIGINS, POOL, PREVIEWS
+from .metrics import Metrics
+from .middleware import make_middleware
+from .origin import make_origin
+from .pool import RenderPool
+from .render import configure_vips
+from .routes.assets import asset_route
+from .routes.files import FILE_PREFIX, file_route, mount_route
+from .routes.health import healthz, metrics
+from .service import Previews
+
+# File-system metadata (stat, rename, unlink) gets its own few threads: a stat on the hot path must
+# not wait behind a queue of renders in the render pool.
+IO_THREADS = 4
+
+
+async def _state(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    configure_vips()
+    io = ThreadPoolExecutor(IO_THREADS, thread_name_prefix="io")
+    pool = RenderPool(config.limits.workers, config.limits.queue_limit, app[METRICS])
+    cache = DiskCache(config.cache.dir, config.cache.max_size, io, recheck=config.cache.version_ttl)
+    await cache.start()
+    origins = {lib.id: make_origin(lib.origin, config.limits, io) for lib in config.libraries}
+    app[POOL], app[CACHE], app[ORIGINS] = pool, cache, origins
+    app[PREVIEWS] = Previews(config, origins, cache, pool, app[METRICS])
+    yield
+    for origin in origins.values():
+        await origin.close()
+    # finish in-flight renders (SIGTERM): the pool is drained, not cancelled
+    pool.shutdown()
+    io.shutdown(wait=True)
+
+
+def create_app(config: Config) -> web.Application:
+    """The whole service for ``config``; state is created on start-up and closed on clean-up."""
+    metrics_ = Metrics()
+    app = web.Application(middlewares=[make_middleware(metrics_)], client_max_size=64 * 1024)
+    app[CONFIG] = config
+    app[METRICS] = metrics_
+    app.cleanup_ctx.append(_state)
+    router = app.router
+    router.add_get(FILE_PREFIX + "{rest:.+}", file_route)
+    router.add_get(config.cache.asset_prefix + "{rest:.+}", asset_route)
+    for lib in config.libraries:
+        if lib.mount:
+            router.add_get(lib.mount + "{rest:.+}", mount_route(lib))
+    router.add_get("/healthz", healthz)
+    router.add_get("/metrics", metrics)
+    return app

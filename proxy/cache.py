@@ -1,0 +1,192 @@
+"""The disk cache of renders: keys, sharded paths, atomic writes, a size bound, single-flight.
+
+A render's file name derives from its key only: ``ab/cd/<key>.<ext>`` under ``cache.dir``. Files are
+written to a temporary name in the same folder and renamed into place (``os.replace``), so a reader
+(this process, another worker, nginx) sees a whole file or none. Temporary files left by a crash are
+removed at start. The in-memory index keeps the hot path off the disk: a hit is a dict lookup,
+re-checked against the disk once per ``version_ttl`` so that deleting the folder is always safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+# Bump whenever the pixels for the same source and options change: every old render is then a miss.
+RENDER_VERSION = 1
+TMP_PREFIX = ".tmp-"
+T = TypeVar("T")
+
+
+def cache_key(*parts: str) -> str:
+    """The key of a render: a hash over the render version and every part that changes the output."""
+    text = "\x1f".join((str(RENDER_VERSION), *parts))
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:40]
+
+
+def key_path(key: str, ext: str) -> str:
+    return f"{key[:2]}/{key[2:4]}/{key}.{ext}"
+
+
+@dataclass(slots=True)
+class _Entry:
+    size: int
+    checked: float  # time.monotonic() when the file was last seen on disk
+
+
+class DiskCache:
+    """Renders on disk, bounded by ``max_size`` bytes, least recently used evicted first."""
+
+    def __init__(self, root: Path, max_size: int, io: Executor, recheck: float = 5.0) -> None:
+        self.root = root
+        self.max_size = max_size
+        self.io = io
+        self.recheck = recheck
+        self._index: OrderedDict[str, _Entry] = OrderedDict()
+        self._bytes = 0
+        self._flights: dict[str, asyncio.Task[object]] = {}
+        self.evicted = 0
+
+    @property
+    def bytes(self) -> int:
+        return self._bytes
+
+    @property
+    def files(self) -> int:
+        return len(self._index)
+
+    def path(self, rel: str) -> Path:
+        return self.root / rel
+
+    # ---- start-up -------------------------------------------------------------------------------
+
+    def _scan(self) -> list[tuple[float, str, int]]:
+        """Remove temporary files a crash left; list the renders as (mtime, rel, size)."""
+        found = []
+        self.root.mkdir(parents=True, exist_ok=True)
+        for dirpath, _dirs, names in os.walk(self.root):
+            for name in names:
+                full = os.path.join(dirpath, name)
+                if name.startswith(TMP_PREFIX):
+                    with contextlib.suppress(OSError):
+                        os.unlink(full)
+                    continue
+                with contextlib.suppress(OSError):
+                    st = os.stat(full)
+                    found.append((st.st_mtime, os.path.relpath(full, self.root), st.st_size))
+        found.sort()
+        return found
+
+    async def start(self) -> None:
+        found = await asyncio.get_running_loop().run_in_executor(self.io, self._scan)
+        now = time.monotonic()
+        for _mtime, rel, size in found:
+            self._add(rel, size, now)
+        await self._evict()
+
+    # ---- lookups ---------------------------------------------------------------------------------
+
+    def _add(self, rel: str, size: int, now: float) -> None:
+        old = self._index.pop(rel, None)
+        if old:
+            self._bytes -= old.size
+        self._index[rel] = _Entry(size, now)
+        self._bytes += size
+
+    def _forget(self, rel: str) -> None:
+        old = self._index.pop(rel, None)
+        if old:
+            self._bytes -= old.size
+
+    async def has(self, rel: str) -> bool:
+        """Is the render on disk? Answers from memory, re-checking the disk now and then."""
+        entry = self._index.get(rel)
+        now = time.monotonic()
+        if entry is not None and now - entry.checked < self.recheck:
+            self._index.move_to_end(rel)
+            return True
+        size = await asyncio.get_running_loop().run_in_executor(self.io, _size_or_none, self.root / rel)
+        if size is None:
+            self._forget(rel)
+            return False
+        self._add(rel, size, now)  # written by another worker, or still there after the re-check
+        return True
+
+    # ---- writes ----------------------------------------------------------------------------------
+
+    def _write(self, rel: str, data: bytes) -> None:
+        final = self.root / rel
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.parent / f"{TMP_PREFIX}{final.name}.{os.getpid()}.{os.urandom(4).hex()}"
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, final)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+    async def put(self, rel: str, data: bytes) -> None:
+        """Write a render atomically, then evict least recently used renders over the bound."""
+        await asyncio.get_running_loop().run_in_executor(self.io, self._write, rel, data)
+        self._add(rel, len(data), time.monotonic())
+        await self._evict()
+
+    async def _evict(self) -> None:
+        if self._bytes <= self.max_size:
+            return
+        victims = []
+        target = int(self.max_size * 0.9)  # evict in batches, not one file per write at the bound
+        while self._bytes > target and self._index:
+            rel, entry = self._index.popitem(last=False)
+            self._bytes -= entry.size
+            victims.append(self.root / rel)
+        self.evicted += len(victims)
+        await asyncio.get_running_loop().run_in_executor(self.io, _unlink_all, victims)
+
+    # ---- single-flight ---------------------------------------------------------------------------
+
+    async def once(self, key: str, make: Callable[[], Awaitable[T]]) -> T:
+        """Run ``make`` once for concurrent callers of the same key; all get its result or error.
+
+        The work runs in its own task, shielded: a client that goes away does not cancel a render
+        that others are waiting for.
+        """
+        task = self._flights.get(key)
+        if task is None:
+            task = asyncio.ensure_future(make())
+            self._flights[key] = task
+            task.add_done_callback(lambda t: self._done(key, t))
+        return await asyncio.shield(task)  # type: ignore[return-value]
+
+    def _done(self, key: str, task: asyncio.Task[object]) -> None:
+        self._flights.pop(key, None)
+        if not task.cancelled():
+            task.exception()  # retrieved: every waiter may have gone, that is not an error to log
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._flights)
+
+
+def _size_or_none(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None
+
+
+def _unlink_all(paths: list[Path]) -> None:
+    for p in paths:
+        with contextlib.suppress(OSError):
+            p.unlink()

@@ -1,0 +1,331 @@
+"""Configuration: TOML file + ``PREVIEW_PROXY_<SECTION>_<KEY>`` environment overrides -> frozen dataclasses.
+
+Every problem in a config is collected and reported at once (``ConfigError``), naming the file and key,
+so an operator fixes a bad config in one pass instead of one restart per typo.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .types import Secret
+
+_SIZE_UNITS = {"": 1, "B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3,
+               "KIB": 1024, "MIB": 1024**2, "GIB": 1024**3, "TIB": 1024**4}
+_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+class ConfigError(Exception):
+    """A config that cannot be served; ``problems`` lists every one found."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(f"invalid config {source}:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    public_url: str = ""
+    redirect_max_age: int = 60
+    gallery: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CacheConfig:
+    dir: Path = Path("var/cache")
+    max_size: int = 2 * 1024**3
+    asset_prefix: str = "/_assets/"
+    sign_secret: Secret = field(default_factory=lambda: Secret(""))
+    sign_ttl: int = 3600
+    version_ttl: float = 5.0  # seconds a source's version (and a render's presence) is trusted unchecked
+
+
+@dataclass(frozen=True, slots=True)
+class StoreConfig:
+    url: str = "memory://"
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    max_source_bytes: int = 100 * 1024**2
+    max_source_pixels: int = 100_000_000
+    max_frames: int = 300
+    origin_timeout: float = 15.0
+    render_concurrency: int = 0
+    queue_limit: int = 256
+
+    @property
+    def workers(self) -> int:
+        return self.render_concurrency or os.cpu_count() or 1
+
+
+@dataclass(frozen=True, slots=True)
+class FacesConfig:
+    detector: str = "auto"
+    model: str = ""
+    debug: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class OutputConfig:
+    jpeg_quality: int = 85
+    webp_quality: int = 80
+    avif_quality: int = 60
+    png_compression: int = 6
+
+
+@dataclass(frozen=True, slots=True)
+class SpaceConfig:
+    public_read: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LibraryConfig:
+    id: str
+    origin: str
+    secret: Secret
+    mount: str = ""
+    multi_tenant: bool = False
+    public_read: bool = True
+    spaces: dict[str, SpaceConfig] = field(default_factory=dict)
+
+    @property
+    def is_http(self) -> bool:
+        return self.origin.startswith(("http://", "https://"))
+
+    def space_public(self, space: str) -> bool:
+        override = self.spaces.get(space)
+        if override is not None and override.public_read is not None:
+            return override.public_read
+        return self.public_read
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    faces: FacesConfig = field(default_factory=FacesConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    libraries: tuple[LibraryConfig, ...] = ()
+    source: str = "<defaults>"
+
+    def library(self, library_id: str) -> LibraryConfig | None:
+        for lib in self.libraries:
+            if lib.id == library_id:
+                return lib
+        return None
+
+
+def parse_size(value: Any) -> int:
+    """``"2GiB"`` / ``"100MiB"`` / ``1048576`` -> bytes."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size such as 100MiB")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("must not be negative")
+        return value
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", str(value))
+    if not m or m.group(2).upper() not in _SIZE_UNITS:
+        raise ValueError(f"expected a size such as 100MiB, got {value!r}")
+    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).upper()])
+
+
+_SECTIONS: dict[str, type] = {
+    "server": ServerConfig, "cache": CacheConfig, "store": StoreConfig,
+    "limits": LimitsConfig, "faces": FacesConfig, "output": OutputConfig,
+}
+_SIZE_KEYS = {("cache", "max_size"), ("limits", "max_source_bytes")}
+
+
+def _coerce(section: str, key: str, value: Any, default: Any) -> Any:
+    """Turn a TOML (or environment string) value into the type of the field's default."""
+    if (section, key) in _SIZE_KEYS:
+        return parse_size(value)
+    if isinstance(default, Secret):
+        return Secret(str(value))
+    if isinstance(default, Path):
+        return Path(str(value))
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        if str(value).lower() in ("1", "true", "yes", "on"):
+            return True
+        if str(value).lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"expected true or false, got {value!r}")
+    if isinstance(default, int):
+        if isinstance(value, bool) or not re.fullmatch(r"-?\d+", str(value).strip()):
+            raise ValueError(f"expected a whole number, got {value!r}")
+        return int(value)
+    if isinstance(default, float):
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"expected a number, got {value!r}") from None
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {value!r}")
+    return value
+
+
+def _section(name: str, raw: dict[str, Any], env: dict[str, str], problems: list[str]) -> Any:
+    cls = _SECTIONS[name]
+    defaults = cls()
+    values: dict[str, Any] = {}
+    for key in raw:
+        if key not in cls.__dataclass_fields__:
+            problems.append(f"[{name}] {key}: unknown key")
+    for key in cls.__dataclass_fields__:
+        env_name = f"PREVIEW_PROXY_{name.upper()}_{key.upper()}"
+        where = f"{env_name} (environment)" if env_name in env else f"[{name}] {key}"
+        if env_name in env:
+            value = env[env_name]
+        elif key in raw:
+            value = raw[key]
+        else:
+            continue
+        try:
+            values[key] = _coerce(name, key, value, getattr(defaults, key))
+        except ValueError as exc:
+            problems.append(f"{where}: {exc}")
+    return cls(**values)
+
+
+def _check_ranges(cfg: dict[str, Any], problems: list[str]) -> None:
+    server, cache, limits, faces = cfg["server"], cfg["cache"], cfg["limits"], cfg["faces"]
+    if not 0 <= server.port <= 65535:
+        problems.append("[server] port: must be 0..65535")
+    if server.public_url and not re.match(r"^https?://[^/]+$", server.public_url.rstrip("/")):
+        problems.append("[server] public_url: expected http(s)://host[:port] (no path), or empty")
+    if server.redirect_max_age < 0:
+        problems.append("[server] redirect_max_age: must not be negative")
+    if not (cache.asset_prefix.startswith("/") and cache.asset_prefix.endswith("/")):
+        problems.append("[cache] asset_prefix: must start and end with '/'")
+    if cache.max_size < 1024**2:
+        problems.append("[cache] max_size: at least 1MiB")
+    for key in ("max_source_bytes", "max_source_pixels", "max_frames", "origin_timeout", "queue_limit"):
+        if getattr(limits, key) <= 0:
+            problems.append(f"[limits] {key}: must be positive")
+    if limits.render_concurrency < 0:
+        problems.append("[limits] render_concurrency: must be 0 (one per core) or more")
+    if faces.detector not in ("auto", "yunet", "haar", "none"):
+        problems.append('[faces] detector: one of "auto", "yunet", "haar", "none"')
+    if faces.model and not Path(faces.model).is_file():
+        problems.append(f"[faces] model: no such file {faces.model!r}")
+    out = cfg["output"]
+    for key in ("jpeg_quality", "webp_quality", "avif_quality"):
+        if not 1 <= getattr(out, key) <= 100:
+            problems.append(f"[output] {key}: must be 1..100")
+
+
+def _library(i: int, raw: Any, problems: list[str]) -> LibraryConfig | None:
+    where = f"[[libraries]] #{i + 1}"
+    if not isinstance(raw, dict):
+        problems.append(f"{where}: expected a table")
+        return None
+    known = set(LibraryConfig.__dataclass_fields__)
+    for key in raw:
+        if key not in known:
+            problems.append(f"{where} {key}: unknown key")
+    lib_id = raw.get("id")
+    if not isinstance(lib_id, str) or not _ID_RE.match(lib_id):
+        problems.append(f"{where} id: required, [A-Za-z0-9_-]{{1,64}}")
+        return None
+    where = f"[[libraries]] id={lib_id!r}"
+    origin = raw.get("origin")
+    if not isinstance(origin, str) or not origin:
+        problems.append(f"{where} origin: required (a folder, or an http(s):// base URL)")
+        return None
+    if not origin.startswith(("http://", "https://")) and not Path(origin).is_dir():
+        problems.append(f"{where} origin: folder {origin!r} does not exist")
+    mount = raw.get("mount", "")
+    if mount and (not isinstance(mount, str) or not re.fullmatch(r"/(?:[A-Za-z0-9._~-]+/)+", mount)):
+        problems.append(f"{where} mount: expected a path such as \"/media/\" (leading and trailing slash)")
+    spaces: dict[str, SpaceConfig] = {}
+    for sid, sraw in (raw.get("spaces") or {}).items():
+        if not _ID_RE.match(sid) or not isinstance(sraw, dict):
+            problems.append(f"{where} spaces.{sid}: invalid space id or not a table")
+            continue
+        pr = sraw.get("public_read")
+        if pr is not None and not isinstance(pr, bool):
+            problems.append(f"{where} spaces.{sid}.public_read: expected true or false")
+            pr = None
+        spaces[sid] = SpaceConfig(public_read=pr)
+    flags: dict[str, bool] = {}
+    for key, default in (("multi_tenant", False), ("public_read", True)):
+        value = raw.get(key, default)
+        if not isinstance(value, bool):
+            problems.append(f"{where} {key}: expected true or false")
+            value = default
+        flags[key] = value
+    secret = raw.get("secret", "")
+    if not isinstance(secret, str):
+        problems.append(f"{where} secret: expected a string")
+        secret = ""
+    return LibraryConfig(id=lib_id, origin=origin, secret=Secret(secret), mount=mount or "",
+                         spaces=spaces, **flags)
+
+
+def load_config(path: str | Path | None = None, env: dict[str, str] | None = None) -> Config:
+    """Read the TOML config at ``path`` (or ``$PREVIEW_PROXY_CONFIG``), apply environment overrides.
+
+    Relative paths in it (cache dir, folder origins, model) are taken from the working directory.
+    Raises ``ConfigError`` listing every problem.
+    """
+    env = dict(os.environ if env is None else env)
+    path = path or env.get("PREVIEW_PROXY_CONFIG")
+    raw: dict[str, Any] = {}
+    source = str(path) if path else "<defaults>"
+    if path:
+        try:
+            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(source, ["file not found"]) from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(source, [f"not valid TOML: {exc}"]) from None
+    return build_config(raw, env, source)
+
+
+def build_config(raw: dict[str, Any], env: dict[str, str] | None = None, source: str = "<dict>") -> Config:
+    """Validate an already-parsed config mapping (the tests build configs this way)."""
+    env = {} if env is None else env
+    problems: list[str] = []
+    for key in raw:
+        if key not in _SECTIONS and key != "libraries":
+            problems.append(f"[{key}]: unknown section")
+    sections = {}
+    for name in _SECTIONS:
+        section_raw = raw.get(name, {})
+        if not isinstance(section_raw, dict):
+            problems.append(f"[{name}]: expected a table")
+            section_raw = {}
+        sections[name] = _section(name, section_raw, env, problems)
+    _check_ranges(sections, problems)
+    libraries = []
+    for i, lib_raw in enumerate(raw.get("libraries", [])):
+        lib = _library(i, lib_raw, problems)
+        if lib is not None:
+            libraries.append(lib)
+    ids = [lib.id for lib in libraries]
+    for dup in sorted({x for x in ids if ids.count(x) > 1}):
+        problems.append(f"[[libraries]] id={dup!r}: defined twice")
+    mounts = [lib.mount for lib in libraries if lib.mount]
+    for dup in sorted({m for m in mounts if mounts.count(m) > 1}):
+        problems.append(f"[[libraries]] mount={dup!r}: used by two libraries")
+    for m in mounts:
+        if m.startswith(("/api/", sections["cache"].asset_prefix)) or m in ("/healthz/", "/metrics/"):
+            problems.append(f"[[libraries]] mount={m!r}: clashes with a route of the service")
+    if not libraries and not problems:
+        problems.append("[[libraries]]: at least one library is needed")
+    if problems:
+        raise ConfigError(source, problems)
+    return Config(libraries=tuple(libraries), source=source, **sections)

@@ -1,0 +1,19 @@
+"""Typed application keys: the long-lived state every route reads (created in ``app.py``)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from .cache import DiskCache
+from .config import Config
+from .metrics import Metrics
+from .origin import Origin
+from .pool import RenderPool
+from .service import Previews
+
+CONFIG = web.AppKey("config", Config)
+METRICS = web.AppKey("metrics", Metrics)
+CACHE = web.AppKey("cache", DiskCache)
+POOL = web.AppKey("pool", RenderPool)
+PREVIEWS = web.AppKey("previews", Previews)
+ORIGINS = web.AppKey("origins", dict[str, Origin])

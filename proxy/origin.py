@@ -1,0 +1,213 @@
+"""Origins behind one interface: a local folder, or an http(s):// base URL.
+
+Paths are ``(space, rel)``: ``space`` is "" for a single-tenant library, else the tenant's folder
+under the origin, which is then the root nothing may leave. ``stat`` answers the source's version (what the cache key is made of) without reading the body;
+``fetch`` gets the bytes within ``limits.max_source_bytes``; ``stream`` serves an original for a
+download. Every failure is a typed ApiError: 404 FileNotFound, 413 SourceTooLarge, 502 OriginError,
+504 OriginTimeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat as stat_mod
+from collections.abc import AsyncIterator
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from urllib.parse import quote, urljoin, urlsplit
+
+import aiohttp
+
+from .config import LimitsConfig
+from .errors import FileNotFound, OriginError, OriginTimeout, SourceTooLarge
+from .render import Source
+
+CHUNK = 256 * 1024
+MAX_REDIRECTS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class SourceStat:
+    size: int           # -1 when the origin did not say
+    version: str        # changes whenever the bytes do (ETag, Last-Modified, or size+mtime+inode)
+    local_path: str = ""
+
+
+class Origin:
+    """Where a library's originals live. ``rel`` is a checked '/'-joined relative path."""
+
+    async def stat(self, space: str, rel: str) -> SourceStat:
+        raise NotImplementedError
+
+    async def fetch(self, space: str, rel: str, known: SourceStat) -> tuple[Source, SourceStat]:
+        raise NotImplementedError
+
+    def stream(self, space: str, rel: str, known: SourceStat) -> AsyncIterator[bytes]:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        return None
+
+
+class LocalOrigin(Origin):
+    """A folder. Paths are resolved (symlinks included) and must stay inside the root."""
+
+    def __init__(self, root: str, limits: LimitsConfig, io: Executor) -> None:
+        self.root = os.path.realpath(root)
+        self.limits = limits
+        self.io = io
+
+    def _stat_sync(self, space: str, rel: str) -> SourceStat:
+        root = os.path.realpath(os.path.join(self.root, space)) if space else self.root
+        real = os.path.realpath(os.path.join(root, *rel.split("/")))
+        # a symlink (or anything) that resolves outside the root does not exist for the client
+        if os.path.commonpath([root, real]) != root or real == root:
+            raise FileNotFound()
+        try:
+            st = os.stat(real)
+        except (FileNotFoundError, NotADirectoryError):
+            raise FileNotFound() from None
+        except OSError as exc:  # permission denied, name too long, ...
+            raise FileNotFound(f"the file cannot be read ({exc.strerror})") from None
+        if not stat_mod.S_ISREG(st.st_mode):
+            raise FileNotFound()
+        return SourceStat(st.st_size, f"{st.st_size:x}.{st.st_mtime_ns:x}.{st.st_ino:x}", real)
+
+    async def stat(self, space: str, rel: str) -> SourceStat:
+        return await asyncio.get_running_loop().run_in_executor(self.io, self._stat_sync, space, rel)
+
+    async def fetch(self, space: str, rel: str, known: SourceStat) -> tuple[Source, SourceStat]:
+        if known.size > self.limits.max_source_bytes:
+            raise SourceTooLarge(f"the source is {known.size} bytes, over the limit of "
+                                 f"{self.limits.max_source_bytes}")
+        # libvips reads the file itself, only as far as it needs (shrink-on-load)
+        return Source(path=known.local_path), known
+
+    async def stream(self, space: str, rel: str, known: SourceStat) -> AsyncIterator[bytes]:
+        loop = asyncio.get_running_loop()
+        fh = await loop.run_in_executor(self.io, open, known.local_path, "rb")
+        try:
+            while chunk := await loop.run_in_executor(self.io, fh.read, CHUNK):
+                yield chunk
+        finally:
+            await loop.run_in_executor(self.io, fh.close)
+
+
+class HttpOrigin(Origin):
+    """An http(s):// base URL (an object-storage bucket, a web server). One ClientSession per origin."""
+
+    def __init__(self, base: str, limits: LimitsConfig) -> None:
+        self.base = base if base.endswith("/") else base + "/"
+        self.host = urlsplit(self.base).netloc
+        self.limits = limits
+        t = limits.origin_timeout
+        self.timeout = aiohttp.ClientTimeout(total=t, connect=min(t, 5.0), sock_read=t)
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:  # created lazily: it must belong to the running loop
+            self._session = aiohttp.ClientSession(
+                timeout=self.timeout, auto_decompress=False,
+                connector=aiohttp.TCPConnector(limit=64, ttl_dns_cache=60),
+                headers={"User-Agent": "preview-proxy"})
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    def url(self, space: str, rel: str) -> str:
+        return self.base + quote(f"{space}/{rel}" if space else rel, safe="/")
+
+    async def _request(self, method: str, space: str, rel: str, headers: dict[str, str] | None = None
+                       ) -> aiohttp.ClientResponse:
+        """Send, following redirects only on the origin's own host; raise typed errors."""
+        url = self.url(space, rel)
+        for _ in range(MAX_REDIRECTS + 1):
+            try:
+                resp = await self.session.request(method, url, headers=headers, allow_redirects=False)
+            except TimeoutError:
+                raise OriginTimeout() from None
+            except (aiohttp.ClientError, OSError) as exc:
+                raise OriginError(f"the origin failed: {type(exc).__name__}") from None
+            if resp.status in (301, 302, 303, 307, 308):
+                target = urljoin(url, resp.headers.get("Location", ""))
+                resp.release()
+                if urlsplit(target).netloc != self.host or urlsplit(target).scheme not in ("http", "https"):
+                    raise OriginError("the origin redirected to another host")
+                url = target
+                continue
+            if resp.status in (404, 410):
+                resp.release()
+                raise FileNotFound()
+            if resp.status == 304 or 200 <= resp.status < 300:
+                return resp
+            resp.release()
+            raise OriginError(f"the origin answered {resp.status}")
+        raise OriginError("the origin redirected too many times")
+
+    @staticmethod
+    def _stat_of(resp: aiohttp.ClientResponse) -> SourceStat:
+        length = resp.content_length if resp.content_length is not None else -1
+        etag = resp.headers.get("ETag", "")
+        modified = resp.headers.get("Last-Modified", "")
+        version = f"e{etag}" if etag else (f"m{modified}" if modified else f"l{length}")
+        return SourceStat(length, version)
+
+    async def stat(self, space: str, rel: str) -> SourceStat:
+        resp = await self._request("HEAD", space, rel)
+        resp.release()
+        return self._stat_of(resp)
+
+    async def revalidate(self, space: str, rel: str, known: SourceStat) -> SourceStat:
+        """A conditional HEAD: 304 keeps what we know without the origin resending anything."""
+        headers = {}
+        if known.version.startswith("e"):
+            headers["If-None-Match"] = known.version[1:]
+        elif known.version.startswith("m"):
+            headers["If-Modified-Since"] = known.version[1:]
+        resp = await self._request("HEAD", space, rel, headers)
+        resp.release()
+        return known if resp.status == 304 else self._stat_of(resp)
+
+    async def fetch(self, space: str, rel: str, known: SourceStat) -> tuple[Source, SourceStat]:
+        cap = self.limits.max_source_bytes
+        resp = await self._request("GET", space, rel)
+        try:
+            got = self._stat_of(resp)
+            if got.size > cap:
+                raise SourceTooLarge(f"the origin says {got.size} bytes, over the limit of {cap}")
+            body = bytearray()
+            async for chunk in resp.content.iter_chunked(CHUNK):
+                body += chunk
+                if len(body) > cap:
+                    raise SourceTooLarge(f"the source is over the limit of {cap} bytes")
+            if got.size >= 0 and len(body) != got.size:
+                raise OriginError("the origin sent a body shorter than its Content-Length")
+        except TimeoutError:
+            raise OriginTimeout() from None
+        except aiohttp.ClientError as exc:
+            raise OriginError(f"the origin failed while sending: {type(exc).__name__}") from None
+        finally:
+            resp.release()
+        return Source(data=bytes(body)), got
+
+    async def stream(self, space: str, rel: str, known: SourceStat) -> AsyncIterator[bytes]:
+        resp = await self._request("GET", space, rel)
+        try:
+            async for chunk in resp.content.iter_chunked(CHUNK):
+                yield chunk
+        except TimeoutError:
+            raise OriginTimeout() from None
+        except aiohttp.ClientError as exc:
+            raise OriginError(f"the origin failed while sending: {type(exc).__name__}") from None
+        finally:
+            resp.release()
+
+
+def make_origin(origin: str, limits: LimitsConfig, io: Executor) -> Origin:
+    if origin.startswith(("http://", "https://")):
+        return HttpOrigin(origin, limits)
+    return LocalOrigin(origin, limits, io)

@@ -1,0 +1,189 @@
+"""The libvips pipeline for stills: probe the header, shrink on load, crop, encode. Synchronous.
+
+Runs only inside the render executor. libvips' operation cache is off and each render uses one
+libvips thread (``configure_vips``): parallelism comes from concurrent requests, one per executor
+thread, which measures faster on small thumbnails than libvips' own threading and keeps memory flat.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pyvips
+
+from .config import LimitsConfig, OutputConfig
+from .errors import SourceTooLarge, UnsupportedMedia
+from .geometry import crop_box, oriented, plan, scale_faces
+from .media import CONTENT_TYPES
+from .request import PreviewOptions
+from .types import Face
+
+# Loaders we serve, by libvips' own name for them; anything else (SVG, PDF, FITS, matrix, ...) is
+# refused even if the file was named like an image. Output family per loader (API section 1).
+LOADER_FAMILY = {
+    "jpegload": "jpeg", "uhdrload": "jpeg", "pngload": "png", "gifload": "gif", "webpload": "webp",
+    "heifload": "avif", "tiffload": "jpeg",
+}
+ALPHA_FAMILIES = frozenset({"png", "webp", "avif", "gif"})
+
+
+def configure_vips() -> None:
+    """Process-wide libvips settings: no operation cache, one thread per render, untrusted loaders off."""
+    pyvips.cache_set_max(0)
+    pyvips.concurrency_set(1)
+    pyvips.block_untrusted_set(True)
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """An original's bytes: a local file (libvips reads it itself) or a buffer fetched over HTTP."""
+
+    path: str | None = None
+    data: bytes | None = None
+
+    def vips(self) -> pyvips.Source:
+        if self.path is not None:
+            return pyvips.Source.new_from_file(self.path)
+        return pyvips.Source.new_from_memory(self.data or b"")
+
+    def read(self) -> bytes:
+        if self.path is not None:
+            with open(self.path, "rb") as fh:
+                return fh.read()
+        return self.data or b""
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """What the header says, before any pixel is decoded. ``width``/``height`` are as displayed."""
+
+    loader: str
+    width: int
+    height: int
+    pages: int
+    family: str
+    hevc: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    data: bytes
+    format: str  # jpeg, png, gif, webp, avif
+    width: int
+    height: int
+
+    @property
+    def content_type(self) -> str:
+        return CONTENT_TYPES[self.format]
+
+
+def _loader(image: pyvips.Image) -> str:
+    name = image.get("vips-loader")
+    for suffix in ("_source", "_buffer", "_file"):
+        name = name.removesuffix(suffix)
+    return name
+
+
+def probe(src: Source, limits: LimitsConfig) -> Probe:
+    """Read the header only; refuse unknown loaders (415) and sources over the pixel limit (413)."""
+    try:
+        image = pyvips.Image.new_from_source(src.vips(), "", access="sequential")
+        loader = _loader(image)
+        fields = set(image.get_fields())
+        orientation = image.get("orientation") if "orientation" in fields else 1
+        pages = image.get("n-pages") if "n-pages" in fields else 1
+        hevc = "heif-compression" in fields and image.get("heif-compression") == "hevc"
+    except pyvips.Error:
+        raise UnsupportedMedia("the file is not an image this service can decode") from None
+    family = LOADER_FAMILY.get(loader)
+    if family is None:
+        raise UnsupportedMedia(f"{loader.removesuffix('load') or 'this'} images are not previewed")
+    if hevc:
+        family = "jpeg"
+    width, height = oriented(image.width, image.height, orientation)
+    if width < 1 or height < 1:
+        raise UnsupportedMedia("the image has no pixels")
+    if width * height > limits.max_source_pixels:
+        raise SourceTooLarge(f"{width}x{height} pixels is over the limit of {limits.max_source_pixels}")
+    return Probe(loader=loader, width=width, height=height, pages=max(1, pages), family=family, hevc=hevc)
+
+
+def _decode_hevc(src: Source) -> pyvips.Image:
+    """HEVC-coded HEIC: the bundled libvips has no HEVC decoder, pillow-heif does."""
+    import numpy as np
+    import pillow_heif
+
+    try:
+        heif = pillow_heif.open_heif(src.read(), convert_hdr_to_8bit=True)
+        array = np.asarray(heif)
+    except (ValueError, RuntimeError, OSError) as exc:
+        raise UnsupportedMedia("the HEIC file cannot be decoded") from exc
+    height, width = array.shape[:2]
+    bands = 1 if array.ndim == 2 else array.shape[2]
+    return pyvips.Image.new_from_memory(np.ascontiguousarray(array).data, width, height, bands, "uchar")
+
+
+def thumbnail(src: Source, info: Probe, size: tuple[int, int]) -> pyvips.Image:
+    """Decode shrunk to exactly ``size`` (shrink-on-load where the format has it), upright, sRGB."""
+    width, height = size
+    if info.hevc:
+        image = _decode_hevc(src).thumbnail_image(width, height=height, size="force")
+    else:
+        # fail_on=warning: a truncated or corrupt file is an error, not a grey half-image to cache
+        image = pyvips.Image.thumbnail_source(src.vips(), width, height=height, size="force",
+                                              option_string="fail_on=warning")
+    if image.interpretation not in ("srgb",):
+        image = image.colourspace("srgb")
+    return image
+
+
+def encode(image: pyvips.Image, family: str, output: OutputConfig) -> Rendered:
+    """Encode to ``family`` with every piece of metadata (EXIF, GPS, XMP, ICC) stripped."""
+    if image.hasalpha() and family not in ALPHA_FAMILIES:
+        image = image.flatten(background=[255, 255, 255])
+    if image.format != "uchar":
+        image = image.cast("uchar")
+    match family:
+        case "jpeg":
+            data = image.jpegsave_buffer(Q=output.jpeg_quality, keep="none", optimize_coding=True)
+        case "png":
+            data = image.pngsave_buffer(compression=output.png_compression, keep="none")
+        case "webp":
+            data = image.webpsave_buffer(Q=output.webp_quality, keep="none")
+        case "avif":
+            data = image.heifsave_buffer(Q=output.avif_quality, compression="av1", effort=2, keep="none")
+        case "gif":
+            data = image.gifsave_buffer(keep="none")
+        case _:
+            raise ValueError(f"unknown output format {family!r}")
+    return Rendered(data=data, format=family, width=image.width, height=image.height)
+
+
+def render_still(src: Source, info: Probe, options: PreviewOptions, output: OutputConfig,
+                 faces: Sequence[Face] = ()) -> Rendered:
+    """A still render: resize per the sizing rules, crop a square on the faces (or the centre), encode.
+
+    ``faces`` are in displayed source coordinates. Decode errors become 415 UnsupportedMedia.
+    """
+    todo = plan(info.width, info.height, options.sizing)
+    try:
+        image = thumbnail(src, info, todo.resize)
+        if todo.side:
+            factor = image.width / info.width
+            box = crop_box(image.width, image.height, todo.side, scale_faces(faces, factor))
+            image = image.extract_area(box.left, box.top, box.width, box.height)
+        return encode(image, options.format or info.family, output)
+    except pyvips.Error as exc:
+        raise UnsupportedMedia(_first_line(exc)) from None
+
+
+_PATHS = re.compile(r"(?:/[^/\s:]+)+")
+
+
+def _first_line(exc: pyvips.Error) -> str:
+    """libvips' reason, first line, with file paths taken out (they are ours, not the client's)."""
+    detail = [line for line in (exc.detail or "").strip().splitlines() if line.strip()]
+    text = _PATHS.sub("<file>", detail[0] if detail else str(exc.message))
+    return f"the file cannot be decoded: {text.strip()[:160]}"

@@ -1,0 +1,1 @@
+"""Thin HTTP handlers: parse, check access, ask the service, answer."""

@@ -1,0 +1,99 @@
+"""``/api/v1/file/{LibraryId}/{SpaceId}/{FilePath}`` (preview and download link) and drop-in mounts."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ..access import check_access, origin_space
+from ..config import LibraryConfig
+from ..errors import NotFound
+from ..keys import CONFIG, ORIGINS, PREVIEWS
+from ..media import kind_of, original_content_type
+from ..middleware import CACHE, USER
+from ..request import FileRef, decode_file_path, is_preview, parse_credentials, parse_file_route, \
+    parse_options, parse_query
+
+FILE_PREFIX = "/api/v1/file/"
+
+
+def _split(raw_path: str) -> tuple[str, str]:
+    path, _, query = raw_path.partition("?")
+    return path, query
+
+
+async def _answer(request: web.Request, lib: LibraryConfig, ref: FileRef, query: dict[str, str]
+                  ) -> web.StreamResponse:
+    config = request.app[CONFIG]
+    space = origin_space(lib, ref.space)
+    grant = check_access(lib, ref.space, parse_credentials(query, request.headers.get("Authorization")))
+    if grant.user_id:
+        request[USER] = grant.user_id
+    previews = request.app[PREVIEWS]
+    headers = {"Cache-Control": f"public, max-age={config.server.redirect_max_age}" if grant.public
+               else "private, no-store"}
+    if is_preview(query):
+        decision = await previews.preview(lib, space, ref, parse_options(query), grant)
+        if decision.cache_hit is not None:
+            request[CACHE] = "hit" if decision.cache_hit else "miss"
+    else:
+        decision = await previews.download(lib, space, ref, grant)
+        if request.method == "HEAD":
+            st = await previews.source_stat(lib, space, ref)
+            headers["x-smh-type"] = kind_of(ref.extension).value
+            if st.size >= 0:
+                headers["x-smh-size"] = str(st.size)
+            headers["x-smh-etag"] = st.version
+    headers["Location"] = decision.location
+    return web.Response(status=302, headers=headers)
+
+
+async def file_route(request: web.Request) -> web.StreamResponse:
+    """Preview (``?preview``): 302 to the render. Without it: 302 to the original (download link)."""
+    path, raw_query = _split(request.raw_path)
+    ref = parse_file_route(path[len(FILE_PREFIX):])
+    lib = request.app[CONFIG].library(ref.library)
+    if lib is None:
+        raise NotFound(f"no library {ref.library!r}", code="LibraryNotFound")
+    return await _answer(request, lib, ref, parse_query(raw_query))
+
+
+def mount_route(lib: LibraryConfig) -> web.Handler:
+    """``{mount}a/b.jpg?preview&size=200`` is ``/api/v1/file/{id}/-/a/b.jpg?preview&size=200``;
+    without ``preview`` the original bytes are answered (behind nginx, nginx does that itself)."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        path, raw_query = _split(request.raw_path)
+        ref = FileRef(lib.id, "-", decode_file_path(path[len(lib.mount):]))
+        query = parse_query(raw_query)
+        if is_preview(query):
+            return await _answer(request, lib, ref, query)
+        space = origin_space(lib, ref.space)
+        grant = check_access(lib, ref.space, parse_credentials(query, request.headers.get("Authorization")))
+        return await stream_original(request, lib, space, ref, public=grant.public)
+
+    return handler
+
+
+async def stream_original(request: web.Request, lib: LibraryConfig, space: str, ref: FileRef, *,
+                          public: bool) -> web.StreamResponse:
+    """The original's bytes, streamed from the origin (local files with sendfile)."""
+    st = await request.app[PREVIEWS].source_stat(lib, space, ref)
+    cache_control = "public, max-age=3600" if public else "private, max-age=3600"
+    headers = {"Cache-Control": cache_control, "Content-Type": original_content_type(ref.extension),
+               "X-Content-Type-Options": "nosniff"}
+    if st.local_path:
+        response = web.FileResponse(st.local_path, headers=headers)
+        return response
+    origin = request.app[ORIGINS][lib.id]
+    chunks = origin.stream(space, ref.path, st)
+    first = await anext(chunks, b"")  # errors before the status line is sent are still JSON errors
+    response = web.StreamResponse(status=200, headers=headers)
+    if st.size >= 0:
+        response.content_length = st.size
+    await response.prepare(request)
+    if request.method != "HEAD":
+        await response.write(first)
+        async for chunk in chunks:
+            await response.write(chunk)
+    await response.write_eof()
+    return response

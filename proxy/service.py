@@ -1,0 +1,135 @@
+"""The preview decision: source version -> cache key -> render once -> the asset's URL.
+
+This is the edge between the async world (origins, cache I/O) and the synchronous core (render,
+faces): the core runs only through ``RenderPool.run``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from .access import Grant, signed_query
+from .cache import DiskCache, cache_key, key_path
+from .config import Config, LibraryConfig
+from .media import kind_of, may_be_animated
+from .metrics import Metrics
+from .origin import HttpOrigin, Origin, SourceStat
+from .pool import RenderPool
+from .render import Source, probe, render_still
+from .request import FileRef, PreviewOptions
+from .types import MediaKind
+
+ORIGINALS = "o/"  # asset_prefix + "o/{library}/{space}/{path}": originals, for download links
+PRIVATE = "p/"    # asset_prefix + "p/...": renders of private content, served only with a signature
+_FAMILY_BY_EXTENSION = {"png": "png", "gif": "gif", "webp": "webp", "avif": "avif"}
+MAX_VERSIONS = 100_000
+
+
+def output_family(ref: FileRef, options: PreviewOptions) -> str:
+    """The output format, known from the name before any byte is read (so the key names the file)."""
+    if options.format:
+        return options.format
+    if kind_of(ref.extension) is MediaKind.VIDEO:
+        return "jpeg"
+    return _FAMILY_BY_EXTENSION.get(ref.extension, "jpeg")
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    location: str
+    cache_hit: bool | None  # None: no render involved (download link)
+
+
+class Previews:
+    def __init__(self, config: Config, origins: dict[str, Origin], cache: DiskCache, pool: RenderPool,
+                 metrics: Metrics) -> None:
+        self.config = config
+        self.origins = origins
+        self.cache = cache
+        self.pool = pool
+        self.metrics = metrics
+        self._versions: OrderedDict[tuple[str, str, str], tuple[SourceStat, float]] = OrderedDict()
+
+    # ---- source versions -------------------------------------------------------------------------
+
+    async def source_stat(self, lib: LibraryConfig, space: str, ref: FileRef) -> SourceStat:
+        """The source's version, trusted for ``cache.version_ttl`` seconds, then checked again."""
+        vkey = (lib.id, space, ref.path)
+        now = time.monotonic()
+        hit = self._versions.get(vkey)
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        origin = self.origins[lib.id]
+        if hit is not None and isinstance(origin, HttpOrigin):
+            st = await origin.revalidate(space, ref.path, hit[0])
+        else:
+            st = await origin.stat(space, ref.path)
+        self._remember(vkey, st)
+        return st
+
+    def _remember(self, vkey: tuple[str, str, str], st: SourceStat) -> None:
+        self._versions[vkey] = (st, time.monotonic() + self.config.cache.version_ttl)
+        self._versions.move_to_end(vkey)
+        while len(self._versions) > MAX_VERSIONS:
+            self._versions.popitem(last=False)
+
+    # ---- URLs ----------------------------------------------------------------------------------------
+
+    def _url(self, uri: str, grant: Grant) -> str:
+        if not grant.public and self.config.cache.sign_secret:
+            c = self.config.cache
+            uri = f"{uri}?{signed_query(uri, c.sign_secret.reveal(), c.sign_ttl)}"
+        return self.config.server.public_url.rstrip("/") + uri
+
+    def original_uri(self, ref: FileRef) -> str:
+        return f"{self.config.cache.asset_prefix}{ORIGINALS}{ref.library}/{ref.space}/{quote(ref.path)}"
+
+    # ---- decisions -----------------------------------------------------------------------------------
+
+    async def download(self, lib: LibraryConfig, space: str, ref: FileRef, grant: Grant) -> Decision:
+        await self.source_stat(lib, space, ref)  # 404 now rather than at the asset
+        return Decision(self._url(self.original_uri(ref), grant), None)
+
+    async def preview(self, lib: LibraryConfig, space: str, ref: FileRef, options: PreviewOptions,
+                      grant: Grant) -> Decision:
+        kind = kind_of(ref.extension)
+        if kind is MediaKind.FILE:
+            return await self.download(lib, space, ref, grant)
+        st = await self.source_stat(lib, space, ref)
+        family = output_family(ref, options)
+        key = cache_key(lib.id, space, ref.path, st.version,
+                        options.canonical(may_be_animated(ref.extension)), family)
+        rel = key_path(key, family) if grant.public else PRIVATE + key_path(key, family)
+        hit = await self.cache.has(rel)
+        if not hit:
+            await self.cache.once(key, lambda: self._render(lib, space, ref, st, options, family, rel))
+        self.metrics.cache.labels("hit" if hit else "miss").inc()
+        return Decision(self._url(self.config.cache.asset_prefix + rel, grant), hit)
+
+    async def _render(self, lib: LibraryConfig, space: str, ref: FileRef, st: SourceStat,
+                      options: PreviewOptions, family: str, rel: str) -> None:
+        if await self.cache.has(rel):  # another worker finished it while we were queued
+            return
+        origin = self.origins[lib.id]
+        started = time.perf_counter()
+        source, fetched = await origin.fetch(space, ref.path, st)
+        self.metrics.origin_seconds.labels("http" if isinstance(origin, HttpOrigin) else "local").observe(
+            time.perf_counter() - started)
+        if fetched.version != st.version:  # changed under us: the render is of what we fetched
+            self._remember((lib.id, space, ref.path), fetched)
+        started = time.perf_counter()
+        data = await self.pool.run(self._render_sync, source, options, family)
+        self.metrics.render_seconds.labels("image").observe(time.perf_counter() - started)
+        await self.cache.put(rel, data)
+        self.metrics.cache_bytes.set(self.cache.bytes)
+        self.metrics.cache_files.set(self.cache.files)
+
+    def _render_sync(self, source: Source, options: PreviewOptions, family: str) -> bytes:
+        info = probe(source, self.config.limits)
+        rendered = render_still(source, info, PreviewOptions(options.sizing, options.frame_number, family,
+                                                             options.debug), self.config.output)
+        return rendered.data
+
