@@ -27,9 +27,9 @@ def _seed_demo(path: str) -> None:
         return  # load_config reports it
     for lib in raw.get("libraries", []):
         origin = lib.get("origin", "") if isinstance(lib, dict) else ""
-        if isinstance(lib, dict) and lib.get("id") == DEMO_ID and origin and "://" not in origin:
-            if copied := seed_demo(Path(origin)):
-                print(f"demo library: {copied} sample photos copied into {origin}/", file=sys.stderr)
+        is_demo = isinstance(lib, dict) and lib.get("id") == DEMO_ID and origin and "://" not in origin
+        if is_demo and (copied := seed_demo(Path(origin))):
+            print(f"demo library: {copied} sample photos copied into {origin}/", file=sys.stderr)
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -7,7 +7,8 @@ Deep code raises these; only the error middleware (``middleware.py``) turns them
     ├── BadRequest (400)      InvalidParameter, InvalidPath, EmptySpaceId, NotMultiSpaceLibrary,
     │                         EmptyAccessToken, EmptyLibraryId, EmptyLibrarySecret
     ├── Forbidden (403)       InvalidAccessToken, AccessTokenNotMatchSpace, NoPermission, InvalidSignature
-    ├── NotFound (404)        LibraryNotFound, SpaceNotFound, FileNotFound, WrongLibraryIdOrSecret, RouteNotFound
+    ├── NotFound (404)        LibraryNotFound, SpaceNotFound, FileNotFound, WrongLibraryIdOrSecret,
+    │                         RouteNotFound
     ├── SourceTooLarge (413)
     ├── UnsupportedMedia (415)
     ├── RateLimitExceeded (429)

@@ -1,10 +1,10 @@
 """Origins behind one interface: a local folder, or an http(s):// base URL.
 
 Paths are ``(space, rel)``: ``space`` is "" for a single-tenant library, else the tenant's folder
-under the origin, which is then the root nothing may leave. ``stat`` answers the source's version (what the cache key is made of) without reading the body;
-``fetch`` gets the bytes within ``limits.max_source_bytes``; ``stream`` serves an original for a
-download. Every failure is a typed ApiError: 404 FileNotFound, 413 SourceTooLarge, 502 OriginError,
-504 OriginTimeout.
+under the origin, which is then the root nothing may leave. ``stat`` answers the source's version
+(what the cache key is made of) without reading the body; ``fetch`` gets the bytes within
+``limits.max_source_bytes``; ``stream`` serves an original for a download. Every failure is a typed
+ApiError: 404 FileNotFound, 413 SourceTooLarge, 502 OriginError, 504 OriginTimeout.
 """
 
 from __future__ import annotations
@@ -144,9 +144,19 @@ class HttpOrigin(Origin):
                 raise FileNotFound()
             if resp.status == 304 or 200 <= resp.status < 300:
                 return resp
+            if method == "HEAD" and resp.status in (405, 501):
+                resp.release()
+                return await self._head_by_get(space, rel, headers)
             resp.release()
             raise OriginError(f"the origin answered {resp.status}")
         raise OriginError("the origin redirected too many times")
+
+    async def _head_by_get(self, space: str, rel: str, headers: dict[str, str] | None
+                           ) -> aiohttp.ClientResponse:
+        """For origins that refuse HEAD: a GET whose body is never read (the connection is dropped)."""
+        resp = await self._request("GET", space, rel, headers)
+        resp.close()
+        return resp
 
     @staticmethod
     def _stat_of(resp: aiohttp.ClientResponse) -> SourceStat:

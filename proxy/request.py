@@ -42,7 +42,7 @@ class FileRef:
 class PreviewOptions:
     """Everything in the query that changes the output pixels, parsed and range-checked."""
 
-    sizing: Sizing = Sizing()
+    sizing: Sizing = Sizing()  # noqa: RUF009 - frozen, so one shared default is safe
     frame_number: int = 0     # 0: every frame
     format: str = ""          # "": the source's family
     debug: str = ""           # "faces": the face debug view

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import quote
 
 from .access import Grant, signed_query
@@ -17,8 +17,8 @@ from .config import Config, LibraryConfig
 from .media import kind_of, may_be_animated
 from .metrics import Metrics
 from .origin import HttpOrigin, Origin, SourceStat
+from .pipeline import Job, render
 from .pool import RenderPool
-from .render import Source, probe, render_still
 from .request import FileRef, PreviewOptions
 from .types import MediaKind
 
@@ -121,15 +121,9 @@ class Previews:
         if fetched.version != st.version:  # changed under us: the render is of what we fetched
             self._remember((lib.id, space, ref.path), fetched)
         started = time.perf_counter()
-        data = await self.pool.run(self._render_sync, source, options, family)
-        self.metrics.render_seconds.labels("image").observe(time.perf_counter() - started)
-        await self.cache.put(rel, data)
+        job = Job(source, kind_of(ref.extension), ref.extension, replace(options, format=family))
+        rendered = await self.pool.run(render, job, self.config)
+        self.metrics.render_seconds.labels(job.kind.value).observe(time.perf_counter() - started)
+        await self.cache.put(rel, rendered.data)
         self.metrics.cache_bytes.set(self.cache.bytes)
         self.metrics.cache_files.set(self.cache.files)
-
-    def _render_sync(self, source: Source, options: PreviewOptions, family: str) -> bytes:
-        info = probe(source, self.config.limits)
-        rendered = render_still(source, info, PreviewOptions(options.sizing, options.frame_number, family,
-                                                             options.debug), self.config.output)
-        return rendered.data
-

@@ -10,8 +10,15 @@ from ..errors import NotFound
 from ..keys import CONFIG, ORIGINS, PREVIEWS
 from ..media import kind_of, original_content_type
 from ..middleware import CACHE, USER
-from ..request import FileRef, decode_file_path, is_preview, parse_credentials, parse_file_route, \
-    parse_options, parse_query
+from ..request import (
+    FileRef,
+    decode_file_path,
+    is_preview,
+    parse_credentials,
+    parse_file_route,
+    parse_options,
+    parse_query,
+)
 
 FILE_PREFIX = "/api/v1/file/"
 

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs everything the tests need on a fresh Debian/Ubuntu machine, then runs them:
+#   bash scripts/test.sh [pytest args]
+# System packages (nginx, redis-server, wrk) come from apt when missing (as root, or with sudo);
+# Python packages go into .venv. Same command locally and in CI (.ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+for pair in nginx:nginx redis-server:redis-server wrk:wrk; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair##*:}")
+done
+if ((${#missing[@]})); then
+  echo "installing system packages: ${missing[*]}"
+  SUDO=""; [[ $(id -u) != 0 ]] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+[[ -x .venv/bin/python ]] || "$PY" -m venv .venv
+.venv/bin/pip install -q --disable-pip-version-check -e ".[test]"
+
+.venv/bin/ruff check proxy tests bench
+exec .venv/bin/python -m pytest "$@"

@@ -1,0 +1,184 @@
+"""Shared fixtures: generated media (runs from a bare clone), configs, the real app, a real HTTP origin.
+
+``../shared/corpus`` is used where it is present (CI has it); the core suite never needs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import shutil
+import socket
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+import pytest
+import pyvips
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from proxy.app import create_app
+from proxy.config import Config, build_config
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+CORPUS = SHARED / "corpus"
+YUNET_MODEL = SHARED / "models" / "face_detection_yunet_2023mar.onnx"
+
+
+def needs_corpus() -> pytest.MarkDecorator:
+    return pytest.mark.skipif(not CORPUS.is_dir(), reason="../shared/corpus not present (bare clone)")
+
+
+def gradient(width: int, height: int, bands: int = 3) -> pyvips.Image:
+    """A smooth test picture with a distinct colour in each corner (so crops can be located)."""
+    x = np.linspace(0, 255, width, dtype=np.float32)[None, :].repeat(height, 0)
+    y = np.linspace(0, 255, height, dtype=np.float32)[:, None].repeat(width, 1)
+    planes = [x, y, 255 - x][:bands] if bands <= 3 else [x, y, 255 - x, np.full_like(x, 160)]
+    arr = np.dstack(planes).astype(np.uint8)
+    return pyvips.Image.new_from_array(arr).copy(interpretation="srgb")
+
+
+def astronaut() -> pyvips.Image:
+    """scikit-image's bundled NASA portrait: a real face, present in every install."""
+    import skimage
+
+    return pyvips.Image.new_from_file(str(Path(skimage.__file__).parent / "data" / "astronaut.png"))
+
+
+def write_media(folder: Path) -> Path:
+    """The generated library every core test uses."""
+    folder.mkdir(parents=True, exist_ok=True)
+    gradient(640, 427).jpegsave(str(folder / "landscape.jpg"), Q=90)
+    gradient(300, 500).jpegsave(str(folder / "portrait.jpg"), Q=90)
+    gradient(80, 60).jpegsave(str(folder / "tiny.jpg"), Q=90)
+    gradient(200, 120, bands=4).pngsave(str(folder / "alpha.png"))
+    gradient(320, 240).webpsave(str(folder / "pic.webp"))
+    gradient(160, 120).gifsave(str(folder / "still.gif"))
+    # stored 400x240 with EXIF orientation 6: displayed 240x400
+    rot = gradient(400, 240).copy()
+    rot.set_type(pyvips.GValue.gint_type, "orientation", 6)
+    rot.jpegsave(str(folder / "rotated6.jpg"), Q=90)
+    astronaut().pngsave(str(folder / "astronaut.png"))
+    (folder / "doc.pdf").write_bytes(b"%PDF-1.4\n% not an image\n%%EOF\n")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 40)
+    nested = folder / "相册 一"
+    nested.mkdir(exist_ok=True)
+    shutil.copyfile(folder / "landscape.jpg", nested / "照片 1.jpg")
+    return folder
+
+
+@pytest.fixture
+def media(tmp_path: Path) -> Path:
+    return write_media(tmp_path / "media")
+
+
+ConfigFactory = Callable[..., Config]
+
+
+@pytest.fixture
+def make_config(tmp_path: Path, media: Path) -> ConfigFactory:
+    """``make_config(libraries=[...], cache={...}, ...)``: a validated Config on temporary folders."""
+
+    def factory(**sections: Any) -> Config:
+        raw: dict[str, Any] = {
+            "server": {"redirect_max_age": 60},
+            "cache": {"dir": str(tmp_path / "cache")},
+            "faces": {"detector": "none"},
+            "libraries": [{"id": "lib", "origin": str(media), "secret": "lib-secret"}],
+        }
+        for name, value in sections.items():
+            if isinstance(value, dict) and isinstance(raw.get(name), dict):
+                raw[name] = {**raw[name], **value}
+            else:
+                raw[name] = value
+        return build_config(raw)
+
+    return factory
+
+
+@pytest.fixture
+async def client(aiohttp_client: Any, make_config: ConfigFactory) -> TestClient:
+    return await aiohttp_client(create_app(make_config()))
+
+
+async def follow(client: TestClient, location: str) -> tuple[int, dict[str, str], bytes]:
+    """GET a Location the app answered (path-only or absolute) from the same test server."""
+    parts = urlsplit(location)
+    path = parts.path + (f"?{parts.query}" if parts.query else "")
+    resp = await client.get(path, allow_redirects=False)
+    return resp.status, dict(resp.headers), await resp.read()
+
+
+async def preview(client: TestClient, path: str, query: str = "", library: str = "lib",
+                  space: str = "-") -> pyvips.Image:
+    """Ask for a preview, check the 302, follow it, decode the render."""
+    url = f"/api/v1/file/{library}/{space}/{path}?preview" + (f"&{query}" if query else "")
+    resp = await client.get(url, allow_redirects=False)
+    assert resp.status == 302, (resp.status, await resp.text())
+    status, headers, body = await follow(client, resp.headers["Location"])
+    assert status == 200
+    image = pyvips.Image.new_from_buffer(body, "")
+    image.set_type(pyvips.GValue.gstr_type, "test-content-type", headers.get("Content-Type", ""))
+    return image
+
+
+# ---- a real HTTP origin on 127.0.0.1 -------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class FolderOrigin:
+    """An aiohttp server publishing a folder like an object store: ETag, Last-Modified, 304s, HEAD."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.requests: list[tuple[str, str]] = []
+        self.runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        self.requests.append((request.method, request.path))
+        path = (self.root / request.path.lstrip("/")).resolve()
+        if not path.is_file() or self.root.resolve() not in path.parents:
+            raise web.HTTPNotFound()
+        data = path.read_bytes()
+        etag = '"' + hashlib.md5(data).hexdigest() + '"'
+        if request.headers.get("If-None-Match") == etag:
+            return web.Response(status=304, headers={"ETag": etag})
+        return web.Response(body=data, headers={"ETag": etag, "Content-Type": "application/octet-stream"})
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/{tail:.*}", self.handle)  # and HEAD
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        port = free_port()
+        await web.TCPSite(self.runner, "127.0.0.1", port).start()
+        self.url = f"http://127.0.0.1:{port}/"
+
+    async def stop(self) -> None:
+        if self.runner:
+            await self.runner.cleanup()
+
+
+@pytest.fixture
+async def http_origin(media: Path) -> AsyncIterator[FolderOrigin]:
+    origin = FolderOrigin(media)
+    await origin.start()
+    yield origin
+    await origin.stop()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # libvips threads per render, as the service sets them: tests see what production runs
+    os.environ.setdefault("VIPS_CONCURRENCY", "1")
+    asyncio.set_event_loop_policy(None)
