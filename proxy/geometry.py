@@ -90,43 +90,46 @@ def _union(boxes: Sequence[tuple[float, float, float, float]]) -> tuple[float, f
             max(b[2] for b in boxes), max(b[3] for b in boxes))
 
 
-def _densest_group(faces: Sequence[Face], side: float) -> list[Face]:
-    """The largest set of faces whose heads fit together in a ``side`` square (ties: most face area)."""
-    best: list[Face] = []
-    best_key = (0, 0.0)
-    for anchor in faces:
-        ax0, ay0, _, _ = _head(anchor)
-        group = [f for f in faces
-                 if _head(f)[0] >= ax0 - 1e-6 and _head(f)[1] >= ay0 - side
-                 and _head(f)[2] <= ax0 + side and _head(f)[3] <= ay0 + side]
-        if not group:
-            continue
-        x0, y0, x1, y1 = _union([_head(f) for f in group])
-        if x1 - x0 > side or y1 - y0 > side:
-            continue
-        key = (len(group), sum(f.w * f.h for f in group))
-        if key > best_key:
-            best, best_key = group, key
-    return best
+def _fits(boxes: Sequence[tuple[float, float, float, float]], side: float) -> bool:
+    x0, y0, x1, y1 = _union(boxes)
+    return x1 - x0 <= side and y1 - y0 <= side
+
+
+def _around_largest(faces: Sequence[Face], side: float) -> list[Face]:
+    """The largest face and as many of its nearest neighbours as fit in the square with it."""
+    largest = max(faces, key=lambda f: f.w * f.h)
+    cx, cy = largest.x + largest.w / 2, largest.y + largest.h / 2
+    group = [largest]
+    for face in sorted(faces, key=lambda f: (f.x + f.w / 2 - cx) ** 2 + (f.y + f.h / 2 - cy) ** 2):
+        if face is not largest and _fits([_box(f) for f in [*group, face]], side):
+            group.append(face)
+    return group
+
+
+def _box(face: Face) -> tuple[float, float, float, float]:
+    return face.x, face.y, face.x + face.w, face.y + face.h
 
 
 def crop_box(width: int, height: int, side: int, faces: Sequence[Face] = ()) -> Box:
     """Where to cut a ``side`` square from a ``width`` x ``height`` image.
 
-    Centred on the union of the faces' heads when it fits; otherwise on the densest group of faces
-    that fits, or the largest face; at the centre when there is no face. Always inside the image.
+    Centred on the union of the faces' heads (face boxes with room for hair and chin); if that
+    cannot fit, on the union of the bare faces; if that cannot fit either, on the largest face
+    with the neighbours that fit beside it. At the centre when there is no face. Always inside
+    the image.
     """
     if not faces or (side >= width and side >= height):
         return centre_box(width, height, side)
-    heads = [_head(f) for f in faces]
-    x0, y0, x1, y1 = _union(heads)
-    if x1 - x0 > side or y1 - y0 > side:
-        group = _densest_group(faces, side)
-        if not group:
-            group = [max(faces, key=lambda f: f.w * f.h)]
-        x0, y0, x1, y1 = _union([_head(f) for f in group])
+    if _fits([_head(f) for f in faces], side):
+        x0, y0, x1, y1 = _union([_head(f) for f in faces])
+    elif _fits([_box(f) for f in faces], side):
+        x0, y0, x1, y1 = _union([_box(f) for f in faces])
+    else:
+        group = _around_largest(faces, side)
+        heads = [_head(f) for f in group]
+        x0, y0, x1, y1 = _union(heads if _fits(heads, side) else [_box(f) for f in group])
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    # a head larger than the square: keep its top (eyes and forehead) rather than its centre
+    # one face larger than the square: keep its top (eyes and forehead) rather than its centre
     top = y0 if y1 - y0 > side else cy - side / 2
     return Box(_clamp(cx - side / 2, side, width), _clamp(top, side, height), side, side)
 

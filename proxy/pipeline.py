@@ -1,17 +1,21 @@
 """One render, start to finish, on a render thread: which pipeline a source takes. Synchronous.
 
 ``render`` is the only entry point the edge calls (through ``RenderPool.run``): stills go through
-``render.render_still``; animated images and video covers through their own modules.
+``render.render_still_faces``; animated images and video covers through their own modules.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .animated import is_animated, render_animated
 from .config import Config
-from .render import Rendered, Source, probe, render_still
+from .debug import render_debug
+from .faces import Detection
+from .render import Rendered, Source, probe, render_still_faces
 from .request import PreviewOptions
-from .types import MediaKind
+from .types import Face, MediaKind
+from .video import render_cover
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,9 +24,26 @@ class Job:
     kind: MediaKind
     extension: str
     options: PreviewOptions  # ``format`` already resolved to the output family
+    faces: tuple[Face, ...] | None = None  # known from the detection cache; None: detect if needed
 
 
-def render(job: Job, config: Config) -> Rendered:
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    rendered: Rendered
+    detection: Detection | None = None  # set when faces were looked for in this render
+
+
+def render(job: Job, config: Config) -> Outcome:
     """Render ``job``; raises ApiError subclasses (413, 415) for sources it must refuse."""
+    faces = job.faces or ()
+    if job.kind is MediaKind.VIDEO:
+        return Outcome(render_cover(job.source, job.options, config.limits, config.output, config.video,
+                                    faces, job.extension))
     info = probe(job.source, config.limits)
-    return render_still(job.source, info, job.options, config.output)
+    if job.options.debug:
+        return Outcome(render_debug(job.source, info, job.options, config.output, config.faces))
+    if is_animated(info, job.options.format or info.family):
+        return Outcome(render_animated(job.source, info, job.options, config.limits, config.output, faces))
+    rendered, detection = render_still_faces(job.source, info, job.options, config.output, config.faces,
+                                             job.faces)
+    return Outcome(rendered, detection)

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+import numpy as np
 import pyvips
 
-from .config import LimitsConfig, OutputConfig
+from .config import FacesConfig, LimitsConfig, OutputConfig
 from .errors import SourceTooLarge, UnsupportedMedia
-from .geometry import crop_box, oriented, plan, scale_faces
+from .faces import Detection, detect, detect_side
+from .geometry import Plan, crop_box, keep_faces, oriented, plan, scale_faces
 from .media import CONTENT_TYPES
 from .request import PreviewOptions
-from .types import Face
+from .types import Box, Face, Fit, Sizing
 
 # Loaders we serve, by libvips' own name for them; anything else (SVG, PDF, FITS, matrix, ...) is
 # refused even if the file was named like an image. Output family per loader (API section 1).
@@ -161,6 +163,22 @@ def encode(image: pyvips.Image, family: str, output: OutputConfig) -> Rendered:
     return Rendered(data=data, format=family, width=image.width, height=image.height)
 
 
+def place_crop(image: pyvips.Image, todo: Plan, faces: Sequence[Face], source_width: int) -> Box:
+    """The ``todo.side`` square to cut from ``image`` (already resized to ``todo.resize``), placed
+    on ``faces`` (given in the coordinates of a ``source_width`` wide original)."""
+    resized = scale_faces(faces, image.width / source_width)
+    return crop_box(image.width, image.height, todo.side, keep_faces(resized, image.width, image.height))
+
+
+def finish(image: pyvips.Image, todo: Plan, faces: Sequence[Face], source_width: int, family: str,
+           output: OutputConfig) -> Rendered:
+    """Crop an image already resized to ``todo.resize`` (on the faces, when a square) and encode it."""
+    if todo.side:
+        box = place_crop(image, todo, faces, source_width)
+        image = image.extract_area(box.left, box.top, box.width, box.height)
+    return encode(image, family, output)
+
+
 def render_still(src: Source, info: Probe, options: PreviewOptions, output: OutputConfig,
                  faces: Sequence[Face] = ()) -> Rendered:
     """A still render: resize per the sizing rules, crop a square on the faces (or the centre), encode.
@@ -170,13 +188,58 @@ def render_still(src: Source, info: Probe, options: PreviewOptions, output: Outp
     todo = plan(info.width, info.height, options.sizing)
     try:
         image = thumbnail(src, info, todo.resize)
-        if todo.side:
-            factor = image.width / info.width
-            box = crop_box(image.width, image.height, todo.side, scale_faces(faces, factor))
-            image = image.extract_area(box.left, box.top, box.width, box.height)
-        return encode(image, options.format or info.family, output)
+        return finish(image, todo, faces, info.width, options.format or info.family, output)
     except pyvips.Error as exc:
         raise UnsupportedMedia(_first_line(exc)) from None
+
+
+def rgb_array(image: pyvips.Image) -> np.ndarray:
+    """An sRGB image as a height x width x 3 uint8 array (alpha flattened on white)."""
+    if image.hasalpha():
+        image = image.flatten(background=[255, 255, 255])
+    if image.bands == 1:
+        image = image.colourspace("srgb")
+    image = image.extract_band(0, n=3).cast("uchar")
+    return np.ndarray(buffer=image.write_to_memory(), dtype=np.uint8, shape=(image.height, image.width, 3))
+
+
+def find_faces(image: pyvips.Image, faces_cfg: FacesConfig) -> tuple[list[Face], Detection]:
+    """Faces in ``image`` (ideally a ``detect_side`` px decode), in that image's coordinates."""
+    detection = detect(rgb_array(image), faces_cfg)
+    return list(detection.faces), detection
+
+
+def resize_with_faces(src: Source, info: Probe, todo: Plan, faces_cfg: FacesConfig
+                      ) -> tuple[pyvips.Image, Detection]:
+    """Decode small once, find the faces there, and resize to ``todo.resize`` from that same decode
+    when it is large enough (else decode again at the output size). Faces in source coordinates."""
+    side = detect_side(faces_cfg)
+    small_size = plan(info.width, info.height, Sizing(Fit.BOX, side, side)).resize
+    # in memory: the pixels are read by the detector and again by the resize, decoded once
+    small = thumbnail(src, info, small_size).copy_memory()
+    found, detection = find_faces(small, faces_cfg)
+    faces = tuple(scale_faces(found, info.width / small.width))
+    if small.width >= todo.resize[0] and small.height >= todo.resize[1]:
+        image = small.thumbnail_image(todo.resize[0], height=todo.resize[1], size="force")
+    else:
+        image = thumbnail(src, info, todo.resize)
+    return image, replace(detection, faces=faces)
+
+
+def render_still_faces(src: Source, info: Probe, options: PreviewOptions, output: OutputConfig,
+                       faces_cfg: FacesConfig, known: Sequence[Face] | None
+                       ) -> tuple[Rendered, Detection | None]:
+    """A still whose square crop follows the faces: ``known`` faces (from the detection cache), or
+    faces found now (``resize_with_faces``); returns the detection when one ran."""
+    todo = plan(info.width, info.height, options.sizing)
+    if not todo.side or known is not None or faces_cfg.detector == "none":
+        return render_still(src, info, options, output, known or ()), None
+    try:
+        image, detection = resize_with_faces(src, info, todo, faces_cfg)
+        rendered = finish(image, todo, detection.faces, info.width, options.format or info.family, output)
+    except pyvips.Error as exc:
+        raise UnsupportedMedia(_first_line(exc)) from None
+    return rendered, detection
 
 
 _PATHS = re.compile(r"(?:/[^/\s:]+)+")

@@ -14,13 +14,14 @@ from urllib.parse import quote
 from .access import Grant, signed_query
 from .cache import DiskCache, cache_key, key_path
 from .config import Config, LibraryConfig
+from .faces import Detection, detector_name
 from .media import kind_of, may_be_animated
 from .metrics import Metrics
 from .origin import HttpOrigin, Origin, SourceStat
 from .pipeline import Job, render
 from .pool import RenderPool
 from .request import FileRef, PreviewOptions
-from .types import MediaKind
+from .types import Face, Fit, MediaKind
 
 ORIGINALS = "o/"  # asset_prefix + "o/{library}/{space}/{path}": originals, for download links
 PRIVATE = "p/"    # asset_prefix + "p/...": renders of private content, served only with a signature
@@ -30,6 +31,8 @@ MAX_VERSIONS = 100_000
 
 def output_family(ref: FileRef, options: PreviewOptions) -> str:
     """The output format, known from the name before any byte is read (so the key names the file)."""
+    if options.debug:
+        return "jpeg"
     if options.format:
         return options.format
     if kind_of(ref.extension) is MediaKind.VIDEO:
@@ -52,6 +55,9 @@ class Previews:
         self.pool = pool
         self.metrics = metrics
         self._versions: OrderedDict[tuple[str, str, str], tuple[SourceStat, float]] = OrderedDict()
+        # face boxes per source version: every size of one photo detects once
+        self._faces: OrderedDict[tuple[str, str, str, str], tuple[Face, ...]] = OrderedDict()
+        metrics.detector.labels(detector_name(config.faces)).set(1)
 
     # ---- source versions -------------------------------------------------------------------------
 
@@ -69,6 +75,17 @@ class Previews:
             st = await origin.stat(space, ref.path)
         self._remember(vkey, st)
         return st
+
+    def _record_detection(self, faces_key: tuple[str, str, str, str], detection: Detection) -> None:
+        self.metrics.detect_seconds.labels(detection.detector).observe(detection.seconds)
+        if detection.failed:  # not cached: the next render tries again
+            self.metrics.detect_failures.inc()
+            return
+        self.metrics.faces.observe(len(detection.faces))
+        self._faces[faces_key] = detection.faces
+        self._faces.move_to_end(faces_key)
+        while len(self._faces) > MAX_VERSIONS:
+            self._faces.popitem(last=False)
 
     def _remember(self, vkey: tuple[str, str, str], st: SourceStat) -> None:
         self._versions[vkey] = (st, time.monotonic() + self.config.cache.version_ttl)
@@ -98,6 +115,8 @@ class Previews:
         kind = kind_of(ref.extension)
         if kind is MediaKind.FILE:
             return await self.download(lib, space, ref, grant)
+        if options.debug and not self.config.faces.debug:
+            options = replace(options, debug="")  # the debug view is off: an ordinary preview
         st = await self.source_stat(lib, space, ref)
         family = output_family(ref, options)
         key = cache_key(lib.id, space, ref.path, st.version,
@@ -121,9 +140,13 @@ class Previews:
         if fetched.version != st.version:  # changed under us: the render is of what we fetched
             self._remember((lib.id, space, ref.path), fetched)
         started = time.perf_counter()
-        job = Job(source, kind_of(ref.extension), ref.extension, replace(options, format=family))
-        rendered = await self.pool.run(render, job, self.config)
+        faces_key = (lib.id, space, ref.path, fetched.version)
+        known = self._faces.get(faces_key) if options.sizing.fit is Fit.SQUARE else None
+        job = Job(source, kind_of(ref.extension), ref.extension, replace(options, format=family), known)
+        outcome = await self.pool.run(render, job, self.config)
         self.metrics.render_seconds.labels(job.kind.value).observe(time.perf_counter() - started)
-        await self.cache.put(rel, rendered.data)
+        if outcome.detection is not None:
+            self._record_detection(faces_key, outcome.detection)
+        await self.cache.put(rel, outcome.rendered.data)
         self.metrics.cache_bytes.set(self.cache.bytes)
         self.metrics.cache_files.set(self.cache.files)

@@ -1,0 +1,157 @@
+"""Face detection: pixels in, face boxes with scores out. Synchronous; runs on render threads only.
+
+Two detectors behind one function, ``detect``:
+- YuNet (``cv2.FaceDetectorYN``, a 230 KB ONNX model) when a model file is configured or found:
+  accurate on small, turned and partly hidden faces, a few ms on a 320 px image.
+- OpenCV's Haar cascades (frontal, then profile) from the opencv-python-headless wheel, so a bare
+  install still finds faces; slower and less sure, so it is held to stricter settings.
+Neither is safe to share between threads: each render thread builds its own instance, once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .config import FacesConfig
+from .types import Face
+
+log = logging.getLogger("proxy.faces")
+
+# Where "auto" looks for a YuNet model when none is configured (the Docker image puts it in the first).
+MODEL_NAME = "face_detection_yunet_2023mar.onnx"
+MODEL_SEARCH = (Path("/opt/preview-proxy/models"), Path("models"), Path("../shared/models"))
+YUNET_SCORE = 0.6    # YuNet's own threshold; geometry.keep_faces applies the product's rule after it
+YUNET_NMS = 0.3
+HAAR_MIN_NEIGHBOURS = 6  # stricter than OpenCV's default 3: a false face pulls the crop off the subject
+MAX_FACES = 50
+# Long side of the decode each detector looks at, chosen by bench/faces_quality.py: YuNet keeps every
+# labelled face at 640 (92% at 480, 84% at 320) for ~20 ms; Haar does better at 320 (fewer false
+# faces in texture) and costs ~100 ms there, twice that at 640.
+DETECT_SIDES = {"yunet": 640, "haar": 320, "none": 320}
+
+
+@dataclass(frozen=True, slots=True)
+class Detection:
+    faces: tuple[Face, ...]
+    detector: str
+    seconds: float
+    failed: bool = False
+
+
+def find_model(configured: str) -> str:
+    """The YuNet model to use: the configured path, else the first one found in MODEL_SEARCH."""
+    if configured:
+        return configured
+    for folder in MODEL_SEARCH:
+        if (folder / MODEL_NAME).is_file():
+            return str(folder / MODEL_NAME)
+    return ""
+
+
+def detector_name(cfg: FacesConfig) -> str:
+    """Which detector ``cfg`` selects on this machine: "yunet", "haar" or "none"."""
+    if cfg.detector == "auto":
+        return "yunet" if find_model(cfg.model) else "haar"
+    return cfg.detector
+
+
+def detect_side(cfg: FacesConfig) -> int:
+    return DETECT_SIDES[detector_name(cfg)]
+
+
+class _Yunet:
+    name = "yunet"
+
+    def __init__(self, model: str) -> None:
+        import cv2
+
+        self._net = cv2.FaceDetectorYN.create(model, "", (320, 320), YUNET_SCORE, YUNET_NMS, MAX_FACES)
+        self._size = (320, 320)
+
+    def __call__(self, rgb: np.ndarray) -> list[Face]:
+        height, width = rgb.shape[:2]
+        if (width, height) != self._size:
+            self._net.setInputSize((width, height))
+            self._size = (width, height)
+        _, rows = self._net.detect(np.ascontiguousarray(rgb[:, :, ::-1]))  # YuNet wants BGR
+        if rows is None:
+            return []
+        return [Face(float(r[0]), float(r[1]), float(r[2]), float(r[3]), float(r[14])) for r in rows]
+
+
+class _Haar:
+    name = "haar"
+
+    def __init__(self) -> None:
+        import cv2
+
+        base = cv2.data.haarcascades
+        self._frontal = cv2.CascadeClassifier(os.path.join(base, "haarcascade_frontalface_default.xml"))
+        self._profile = cv2.CascadeClassifier(os.path.join(base, "haarcascade_profileface.xml"))
+
+    def __call__(self, rgb: np.ndarray) -> list[Face]:
+        import cv2
+
+        gray = cv2.equalizeHist(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
+        smallest = max(20, min(gray.shape) // 16)
+        found: list[Face] = []
+        for cascade, flip in ((self._frontal, False), (self._profile, False), (self._profile, True)):
+            img = gray[:, ::-1] if flip else gray  # the profile cascade only knows faces turned one way
+            boxes = cascade.detectMultiScale(img, scaleFactor=1.1, minNeighbors=HAAR_MIN_NEIGHBOURS,
+                                             minSize=(smallest, smallest))
+            for x, y, w, h in boxes if len(boxes) else []:
+                left = gray.shape[1] - x - w if flip else x
+                found.append(Face(float(left), float(y), float(w), float(h), 0.9))
+            if found:  # frontal faces are the surer answer; profiles only when there is none
+                break
+        return found[:MAX_FACES]
+
+
+_local = threading.local()
+
+
+def _instance(cfg: FacesConfig) -> _Yunet | _Haar | None:
+    """This thread's detector for ``cfg`` (built on first use, then reused)."""
+    key = (cfg.detector, cfg.model)
+    cached = getattr(_local, "detector", None)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    import cv2
+
+    cv2.setNumThreads(1)  # parallelism comes from the render threads, not from OpenCV
+    name = detector_name(cfg)
+    instance: _Yunet | _Haar | None = None
+    if name == "yunet":
+        instance = _Yunet(find_model(cfg.model))
+    elif name == "haar":
+        instance = _Haar()
+    _local.detector = (key, instance)
+    return instance
+
+
+def detect(rgb: np.ndarray, cfg: FacesConfig) -> Detection:
+    """Faces in an RGB uint8 image (height x width x 3), in its own pixel coordinates.
+
+    Never raises: a failing detector gives no faces and ``failed=True`` (the crop falls back to the
+    centre; the caller logs it and counts it).
+    """
+    started = time.perf_counter()
+    name = "none"
+    try:
+        instance = _instance(cfg)
+        if instance is None:
+            return Detection((), "none", 0.0)
+        name = instance.name
+        faces = tuple(instance(rgb))
+        return Detection(faces, name, time.perf_counter() - started)
+    except Exception as exc:  # cv2.error, a bad model file, ...: degrade, never fail the render
+        log.warning('{"event": "face_detection_failed", "detector": "%s", "error": "%s"}',
+                    name, type(exc).__name__)
+        return Detection((), name, time.perf_counter() - started, failed=True)
