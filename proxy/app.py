@@ -12,16 +12,18 @@ from aiohttp import web
 
 from .cache import DiskCache
 from .config import Config
-from .keys import CACHE, CONFIG, METRICS, ORIGINS, POOL, PREVIEWS
+from .keys import CACHE, CONFIG, METRICS, ORIGINS, POOL, PREVIEWS, STORE
 from .metrics import Metrics
-from .middleware import make_middleware
+from .middleware import AccessLog, make_middleware
 from .origin import make_origin
 from .pool import RenderPool
 from .render import configure_vips
 from .routes.assets import asset_route
 from .routes.files import FILE_PREFIX, file_route, mount_route
 from .routes.health import healthz, metrics
+from .routes.tokens import add_token_routes
 from .service import Previews
+from .store import open_store
 
 # File-system metadata (stat, rename, unlink) gets its own few threads: a stat on the hot path must
 # not wait behind a queue of renders in the render pool.
@@ -37,19 +39,27 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
     await cache.start()
     origins = {lib.id: make_origin(lib.origin, config.limits, io) for lib in config.libraries}
     app[POOL], app[CACHE], app[ORIGINS] = pool, cache, origins
+    app[STORE] = open_store(config.store.url)
     app[PREVIEWS] = Previews(config, origins, cache, pool, app[METRICS])
     yield
     for origin in origins.values():
         await origin.close()
+    await app[STORE].close()
     # finish in-flight renders (SIGTERM): the pool is drained, not cancelled
     pool.shutdown()
     io.shutdown(wait=True)
 
 
+async def _flush(access_log: AccessLog) -> None:
+    access_log.flush()
+
+
 def create_app(config: Config) -> web.Application:
     """The whole service for ``config``; state is created on start-up and closed on clean-up."""
     metrics_ = Metrics()
-    app = web.Application(middlewares=[make_middleware(metrics_)], client_max_size=64 * 1024)
+    access_log = AccessLog()
+    app = web.Application(middlewares=[make_middleware(metrics_, access_log)], client_max_size=64 * 1024)
+    app.on_cleanup.append(lambda _app: _flush(access_log))
     app[CONFIG] = config
     app[METRICS] = metrics_
     app.cleanup_ctx.append(_state)
@@ -59,6 +69,7 @@ def create_app(config: Config) -> web.Application:
     for lib in config.libraries:
         if lib.mount:
             router.add_get(lib.mount + "{rest:.+}", mount_route(lib))
+    add_token_routes(app)
     router.add_get("/healthz", healthz)
     router.add_get("/metrics", metrics)
     return app

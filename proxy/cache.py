@@ -147,7 +147,8 @@ class DiskCache:
             return
         victims = []
         target = int(self.max_size * 0.9)  # evict in batches, not one file per write at the bound
-        while self._bytes > target and self._index:
+        # never the most recent render (the one just written): its 302 is on its way to a client
+        while self._bytes > target and len(self._index) > 1:
             rel, entry = self._index.popitem(last=False)
             self._bytes -= entry.size
             victims.append(self.root / rel)

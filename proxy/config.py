@@ -75,6 +75,11 @@ class FacesConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class VideoConfig:
+    skip_black: bool = False  # cover: the first frame that is not near-black within the first 2 s
+
+
+@dataclass(frozen=True, slots=True)
 class OutputConfig:
     jpeg_quality: int = 85
     webp_quality: int = 80
@@ -116,6 +121,7 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     faces: FacesConfig = field(default_factory=FacesConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    video: VideoConfig = field(default_factory=VideoConfig)
     libraries: tuple[LibraryConfig, ...] = ()
     source: str = "<defaults>"
 
@@ -143,6 +149,7 @@ def parse_size(value: Any) -> int:
 _SECTIONS: dict[str, type] = {
     "server": ServerConfig, "cache": CacheConfig, "store": StoreConfig,
     "limits": LimitsConfig, "faces": FacesConfig, "output": OutputConfig,
+    "video": VideoConfig,
 }
 _SIZE_KEYS = {("cache", "max_size"), ("limits", "max_source_bytes")}
 
@@ -184,6 +191,10 @@ def _section(name: str, raw: dict[str, Any], env: dict[str, str], problems: list
     for key in raw:
         if key not in cls.__dataclass_fields__:
             problems.append(f"[{name}] {key}: unknown key")
+    prefix = f"PREVIEW_PROXY_{name.upper()}_"
+    for env_name in env:  # a typo in a variable's name must not be silently ignored either
+        if env_name.startswith(prefix) and env_name[len(prefix):].lower() not in cls.__dataclass_fields__:
+            problems.append(f"{env_name} (environment): unknown key {env_name[len(prefix):].lower()!r}")
     for key in cls.__dataclass_fields__:
         env_name = f"PREVIEW_PROXY_{name.upper()}_{key.upper()}"
         where = f"{env_name} (environment)" if env_name in env else f"[{name}] {key}"
@@ -232,15 +243,17 @@ def _library(i: int, raw: Any, problems: list[str]) -> LibraryConfig | None:
     if not isinstance(raw, dict):
         problems.append(f"{where}: expected a table")
         return None
+    lib_id = raw.get("id")
+    valid_id = isinstance(lib_id, str) and bool(_ID_RE.match(lib_id))
+    if valid_id:
+        where = f"[[libraries]] id={lib_id!r}"
     known = set(LibraryConfig.__dataclass_fields__)
     for key in raw:
         if key not in known:
             problems.append(f"{where} {key}: unknown key")
-    lib_id = raw.get("id")
-    if not isinstance(lib_id, str) or not _ID_RE.match(lib_id):
+    if not valid_id:
         problems.append(f"{where} id: required, [A-Za-z0-9_-]{{1,64}}")
         return None
-    where = f"[[libraries]] id={lib_id!r}"
     origin = raw.get("origin")
     if not isinstance(origin, str) or not origin:
         problems.append(f"{where} origin: required (a folder, or an http(s):// base URL)")
@@ -251,7 +264,11 @@ def _library(i: int, raw: Any, problems: list[str]) -> LibraryConfig | None:
     if mount and (not isinstance(mount, str) or not re.fullmatch(r"/(?:[A-Za-z0-9._~-]+/)+", mount)):
         problems.append(f"{where} mount: expected a path such as \"/media/\" (leading and trailing slash)")
     spaces: dict[str, SpaceConfig] = {}
-    for sid, sraw in (raw.get("spaces") or {}).items():
+    raw_spaces = raw.get("spaces") or {}
+    if not isinstance(raw_spaces, dict):
+        problems.append(f"{where} spaces: expected a table of spaces")
+        raw_spaces = {}
+    for sid, sraw in raw_spaces.items():
         if not _ID_RE.match(sid) or not isinstance(sraw, dict):
             problems.append(f"{where} spaces.{sid}: invalid space id or not a table")
             continue
@@ -311,7 +328,11 @@ def build_config(raw: dict[str, Any], env: dict[str, str] | None = None, source:
         sections[name] = _section(name, section_raw, env, problems)
     _check_ranges(sections, problems)
     libraries = []
-    for i, lib_raw in enumerate(raw.get("libraries", [])):
+    raw_libraries = raw.get("libraries", [])
+    if not isinstance(raw_libraries, list):
+        problems.append("[[libraries]]: expected an array of tables ([[libraries]], not [libraries])")
+        raw_libraries = []
+    for i, lib_raw in enumerate(raw_libraries):
         lib = _library(i, lib_raw, problems)
         if lib is not None:
             libraries.append(lib)
@@ -326,6 +347,16 @@ def build_config(raw: dict[str, Any], env: dict[str, str] | None = None, source:
             problems.append(f"[[libraries]] mount={m!r}: clashes with a route of the service")
     if not libraries and not problems:
         problems.append("[[libraries]]: at least one library is needed")
+    private = [lib.id for lib in libraries
+               if not lib.public_read or any(s.public_read is False for s in lib.spaces.values())]
+    if private and not sections["cache"].sign_secret:
+        # private renders are only served on a signed link; a per-process random secret would break
+        # links between nodes and nginx, so the operator chooses one (the same everywhere)
+        problems.append(f"[cache] sign_secret: required, since library {private[0]!r} is private "
+                        "(it signs private asset links; a long random string, the same on every node)")
+    store_scheme = sections["store"].url.partition("://")[0]
+    if store_scheme not in ("memory", "redis", "rediss"):
+        problems.append('[store] url: expected "memory://" or "redis://host:port/db"')
     if problems:
         raise ConfigError(source, problems)
     return Config(libraries=tuple(libraries), source=source, **sections)

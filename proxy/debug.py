@@ -9,7 +9,7 @@ from __future__ import annotations
 import pyvips
 
 from .config import FacesConfig, OutputConfig
-from .faces import detect_side
+from .faces import detect_sides
 from .geometry import crop_box, keep_faces, plan, scale_faces
 from .render import Probe, Rendered, Source, encode, find_faces, thumbnail
 from .request import PreviewOptions
@@ -33,7 +33,7 @@ def _frame(image: pyvips.Image, left: float, top: float, width: float, height: f
 def render_debug(src: Source, info: Probe, options: PreviewOptions, output: OutputConfig,
                  faces_cfg: FacesConfig) -> Rendered:
     """The debug picture for ``options`` (always JPEG)."""
-    side = detect_side(faces_cfg)
+    side = detect_sides(faces_cfg)[-1]
     small_size = plan(info.width, info.height, Sizing(Fit.BOX, side, side)).resize
     small = thumbnail(src, info, small_size).copy_memory()
     found, _ = find_faces(small, faces_cfg)

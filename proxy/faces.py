@@ -29,12 +29,14 @@ MODEL_NAME = "face_detection_yunet_2023mar.onnx"
 MODEL_SEARCH = (Path("/opt/preview-proxy/models"), Path("models"), Path("../shared/models"))
 YUNET_SCORE = 0.6    # YuNet's own threshold; geometry.keep_faces applies the product's rule after it
 YUNET_NMS = 0.3
-HAAR_MIN_NEIGHBOURS = 6  # stricter than OpenCV's default 3: a false face pulls the crop off the subject
+HAAR_MIN_NEIGHBOURS = 5  # stricter than the default 3 (a false face pulls the crop); 6 loses real ones
 MAX_FACES = 50
-# Long side of the decode each detector looks at, chosen by bench/faces_quality.py: YuNet keeps every
-# labelled face at 640 (92% at 480, 84% at 320) for ~20 ms; Haar does better at 320 (fewer false
+# Long sides of the decodes each detector looks at, in turn, until one finds a face; chosen with
+# bench/faces_quality.py. YuNet at 320 px finds most faces in ~5-8 ms; the faces it misses there
+# (small, turned, far from the centre) it finds at 640 px (every labelled face) for ~4x the time,
+# paid only by photos with no face found at 320. Haar does better at 320 than at 640 (fewer false
 # faces in texture) and costs ~100 ms there, twice that at 640.
-DETECT_SIDES = {"yunet": 640, "haar": 320, "none": 320}
+DETECT_SIDES = {"yunet": (320, 640), "haar": (320,), "none": (320,)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +64,7 @@ def detector_name(cfg: FacesConfig) -> str:
     return cfg.detector
 
 
-def detect_side(cfg: FacesConfig) -> int:
+def detect_sides(cfg: FacesConfig) -> tuple[int, ...]:
     return DETECT_SIDES[detector_name(cfg)]
 
 

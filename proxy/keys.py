@@ -10,6 +10,7 @@ from .metrics import Metrics
 from .origin import Origin
 from .pool import RenderPool
 from .service import Previews
+from .store import Store
 
 CONFIG = web.AppKey("config", Config)
 METRICS = web.AppKey("metrics", Metrics)
@@ -17,3 +18,4 @@ CACHE = web.AppKey("cache", DiskCache)
 POOL = web.AppKey("pool", RenderPool)
 PREVIEWS = web.AppKey("previews", Previews)
 ORIGINS = web.AppKey("origins", dict[str, Origin])
+STORE = web.AppKey("store", Store)  # tokens, source versions, face boxes (memory or Redis)

@@ -32,6 +32,7 @@ class SourceStat:
     size: int           # -1 when the origin did not say
     version: str        # changes whenever the bytes do (ETag, Last-Modified, or size+mtime+inode)
     local_path: str = ""
+    etag: str = ""      # the origin's own ETag, as it sent it (for x-smh-etag); "" when it sent none
 
 
 class Origin:
@@ -164,7 +165,7 @@ class HttpOrigin(Origin):
         etag = resp.headers.get("ETag", "")
         modified = resp.headers.get("Last-Modified", "")
         version = f"e{etag}" if etag else (f"m{modified}" if modified else f"l{length}")
-        return SourceStat(length, version)
+        return SourceStat(length, version, etag=etag)
 
     async def stat(self, space: str, rel: str) -> SourceStat:
         resp = await self._request("HEAD", space, rel)

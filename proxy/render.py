@@ -16,7 +16,7 @@ import pyvips
 
 from .config import FacesConfig, LimitsConfig, OutputConfig
 from .errors import SourceTooLarge, UnsupportedMedia
-from .faces import Detection, detect, detect_side
+from .faces import Detection, detect, detect_sides
 from .geometry import Plan, crop_box, keep_faces, oriented, plan, scale_faces
 from .media import CONTENT_TYPES
 from .request import PreviewOptions
@@ -204,26 +204,35 @@ def rgb_array(image: pyvips.Image) -> np.ndarray:
 
 
 def find_faces(image: pyvips.Image, faces_cfg: FacesConfig) -> tuple[list[Face], Detection]:
-    """Faces in ``image`` (ideally a ``detect_side`` px decode), in that image's coordinates."""
+    """Faces in ``image`` (a decode of ``detect_sides`` px), in that image's coordinates."""
     detection = detect(rgb_array(image), faces_cfg)
     return list(detection.faces), detection
 
 
 def resize_with_faces(src: Source, info: Probe, todo: Plan, faces_cfg: FacesConfig
                       ) -> tuple[pyvips.Image, Detection]:
-    """Decode small once, find the faces there, and resize to ``todo.resize`` from that same decode
-    when it is large enough (else decode again at the output size). Faces in source coordinates."""
-    side = detect_side(faces_cfg)
-    small_size = plan(info.width, info.height, Sizing(Fit.BOX, side, side)).resize
-    # in memory: the pixels are read by the detector and again by the resize, decoded once
-    small = thumbnail(src, info, small_size).copy_memory()
-    found, detection = find_faces(small, faces_cfg)
-    faces = tuple(scale_faces(found, info.width / small.width))
-    if small.width >= todo.resize[0] and small.height >= todo.resize[1]:
-        image = small.thumbnail_image(todo.resize[0], height=todo.resize[1], size="force")
-    else:
+    """Decode once at the largest detection size, look for faces there (smallest view first), and
+    resize to ``todo.resize`` from that same decode when it is large enough. Faces are returned in
+    source coordinates."""
+    sides = detect_sides(faces_cfg)
+    big_size = plan(info.width, info.height, Sizing(Fit.BOX, sides[-1], sides[-1])).resize
+    # in memory: the pixels are read by the detector(s) and again by the resize, decoded once
+    big = thumbnail(src, info, big_size).copy_memory()
+    seconds = 0.0
+    for side in sides:
+        view = big
+        if max(big.width, big.height) > side * 1.2:
+            view = big.thumbnail_image(side, height=side).copy_memory()
+        found, detection = find_faces(view, faces_cfg)
+        seconds += detection.seconds
+        faces = tuple(scale_faces(found, info.width / view.width))
+        if view is big or keep_faces(faces, info.width, info.height) or detection.failed:
+            break
+    if big.width >= todo.resize[0] and big.height >= todo.resize[1]:
+        image = big.thumbnail_image(todo.resize[0], height=todo.resize[1], size="force")
+    else:  # the output is larger than the detection decode: decode again at the output size
         image = thumbnail(src, info, todo.resize)
-    return image, replace(detection, faces=faces)
+    return image, replace(detection, faces=faces, seconds=seconds)
 
 
 def render_still_faces(src: Source, info: Probe, options: PreviewOptions, output: OutputConfig,

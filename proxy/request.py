@@ -18,6 +18,7 @@ ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 FORMATS = {"jpeg": "jpeg", "jpg": "jpeg", "png": "png", "webp": "webp", "avif": "avif", "gif": "gif"}
 _DIGITS = re.compile(r"^[0-9]{1,9}$")
 MAX_PATH_BYTES = 4096
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +78,7 @@ def decode_file_path(raw: str) -> str:
         raise InvalidPath("the file path is empty")
     if "\x00" in path or "\\" in path:
         raise InvalidPath("the file path holds a NUL or a backslash")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
+    if _CONTROL.search(path):
         raise InvalidPath("the file path holds a control character")
     for segment in path.split("/"):
         if segment in ("", ".", ".."):

@@ -142,19 +142,29 @@ class FolderOrigin:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.requests: list[tuple[str, str]] = []
+        self.headers: list[dict[str, str]] = []  # the request headers, in the order of ``requests``
+        self.statuses: list[int] = []            # the statuses answered, in the same order
         self.runner: web.AppRunner | None = None
         self.url = ""
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         self.requests.append((request.method, request.path))
+        self.headers.append(dict(request.headers))
         path = (self.root / request.path.lstrip("/")).resolve()
         if not path.is_file() or self.root.resolve() not in path.parents:
+            self.statuses.append(404)
             raise web.HTTPNotFound()
         data = path.read_bytes()
         etag = '"' + hashlib.md5(data).hexdigest() + '"'
         if request.headers.get("If-None-Match") == etag:
+            self.statuses.append(304)
             return web.Response(status=304, headers={"ETag": etag})
+        self.statuses.append(200)
         return web.Response(body=data, headers={"ETag": etag, "Content-Type": "application/octet-stream"})
+
+    def etag_of(self, rel: str) -> str:
+        """The ETag this origin answers for ``rel`` now."""
+        return '"' + hashlib.md5((self.root / rel).read_bytes()).hexdigest() + '"'
 
     async def start(self) -> None:
         app = web.Application()
@@ -182,3 +192,44 @@ def pytest_configure(config: pytest.Config) -> None:
     # libvips threads per render, as the service sets them: tests see what production runs
     os.environ.setdefault("VIPS_CONCURRENCY", "1")
     asyncio.set_event_loop_policy(None)
+
+
+# ---- a real redis-server on 127.0.0.1 (the shared store) -------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Any:
+    """A throwaway ``redis-server`` on a free port for the whole session; its URL (db 0)."""
+    import subprocess
+    import time
+
+    exe = shutil.which("redis-server")
+    if exe is None:
+        pytest.skip("redis-server is not installed (apt-get install -y redis-server)")
+    port = free_port()
+    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
+                             "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    else:
+        proc.kill()
+        pytest.fail("redis-server did not start")
+    yield f"redis://127.0.0.1:{port}/0"
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture
+def redis_url(redis_server: str) -> str:
+    """The session's Redis, emptied before each test."""
+    import redis
+
+    client = redis.Redis.from_url(redis_server)
+    client.flushdb()
+    client.close()
+    return redis_server

@@ -72,6 +72,8 @@ async def _original(request: web.Request, rest: str, raw_path: str) -> web.Strea
         raise NotFound(f"no library {ref.library!r}", code="LibraryNotFound")
     space = origin_space(lib, ref.space)
     public = lib.space_public(ref.space)
-    if not public and _signed(request, raw_path) is None:
+    expires = None if public else _signed(request, raw_path)
+    if not public and expires is None:
         raise Forbidden("a private file's link must be signed", code="InvalidSignature")
-    return await stream_original(request, lib, space, ref, public=public)
+    return await stream_original(request, lib, space, ref, public=public,
+                                 cache_control="" if expires is None else _private_cache_control(expires))

@@ -7,7 +7,7 @@ from aiohttp import web
 from ..access import check_access, origin_space
 from ..config import LibraryConfig
 from ..errors import NotFound
-from ..keys import CONFIG, ORIGINS, PREVIEWS
+from ..keys import CONFIG, ORIGINS, PREVIEWS, STORE
 from ..media import kind_of, original_content_type
 from ..middleware import CACHE, USER
 from ..request import (
@@ -32,7 +32,8 @@ async def _answer(request: web.Request, lib: LibraryConfig, ref: FileRef, query:
                   ) -> web.StreamResponse:
     config = request.app[CONFIG]
     space = origin_space(lib, ref.space)
-    grant = check_access(lib, ref.space, parse_credentials(query, request.headers.get("Authorization")))
+    grant = await check_access(lib, ref.space, parse_credentials(query, request.headers.get("Authorization")),
+                               request.app[STORE])
     if grant.user_id:
         request[USER] = grant.user_id
     previews = request.app[PREVIEWS]
@@ -49,7 +50,7 @@ async def _answer(request: web.Request, lib: LibraryConfig, ref: FileRef, query:
             headers["x-smh-type"] = kind_of(ref.extension).value
             if st.size >= 0:
                 headers["x-smh-size"] = str(st.size)
-            headers["x-smh-etag"] = st.version
+            headers["x-smh-etag"] = st.etag or st.version
     headers["Location"] = decision.location
     return web.Response(status=302, headers=headers)
 
@@ -75,17 +76,21 @@ def mount_route(lib: LibraryConfig) -> web.Handler:
         if is_preview(query):
             return await _answer(request, lib, ref, query)
         space = origin_space(lib, ref.space)
-        grant = check_access(lib, ref.space, parse_credentials(query, request.headers.get("Authorization")))
+        grant = await check_access(lib, ref.space,
+                                   parse_credentials(query, request.headers.get("Authorization")),
+                                   request.app[STORE])
+        if grant.user_id:
+            request[USER] = grant.user_id
         return await stream_original(request, lib, space, ref, public=grant.public)
 
     return handler
 
 
 async def stream_original(request: web.Request, lib: LibraryConfig, space: str, ref: FileRef, *,
-                          public: bool) -> web.StreamResponse:
+                          public: bool, cache_control: str = "") -> web.StreamResponse:
     """The original's bytes, streamed from the origin (local files with sendfile)."""
     st = await request.app[PREVIEWS].source_stat(lib, space, ref)
-    cache_control = "public, max-age=3600" if public else "private, max-age=3600"
+    cache_control = cache_control or ("public, max-age=3600" if public else "private, max-age=3600")
     headers = {"Cache-Control": cache_control, "Content-Type": original_content_type(ref.extension),
                "X-Content-Type-Options": "nosniff"}
     if st.local_path:

@@ -1,0 +1,274 @@
+"""``proxy.cache``: keys, atomic writes, start-up clean-up, LRU bound, single-flight; and through the app."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from conftest import ConfigFactory
+
+from proxy.app import create_app
+from proxy.cache import TMP_PREFIX, DiskCache, cache_key, key_path
+
+
+@pytest.fixture
+async def io() -> AsyncIterator[ThreadPoolExecutor]:
+    pool = ThreadPoolExecutor(2)
+    yield pool
+    pool.shutdown(wait=True)
+
+
+def files_under(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+def rel_of(n: int) -> str:
+    return key_path(cache_key("lib", "-", f"{n}.jpg", "v1", "s200", "jpeg"), "jpeg")
+
+
+# ---- keys -------------------------------------------------------------------------------------------
+
+
+def test_keys_and_paths() -> None:
+    key = cache_key("lib", "-", "a.jpg", "v1", "s200", "jpeg")
+    assert len(key) == 40 and all(c in "0123456789abcdef" for c in key)
+    assert key == cache_key("lib", "-", "a.jpg", "v1", "s200", "jpeg")
+    variants = [("lib", "-", "a.jpg", "v2", "s200", "jpeg"), ("lib", "-", "a.jpg", "v1", "s201", "jpeg"),
+                ("lib2", "-", "a.jpg", "v1", "s200", "jpeg"), ("lib", "sp", "a.jpg", "v1", "s200", "jpeg"),
+                ("lib", "-", "b.jpg", "v1", "s200", "jpeg"), ("lib", "-", "a.jpg", "v1", "s200", "png"),
+                # parts are separated: moving a character from one part to the next is another key
+                ("li", "b-", "a.jpg", "v1", "s200", "jpeg"), ("lib", "-", "照片.jpg", "v1", "s200", "jpeg")]
+    others = {cache_key(*v) for v in variants}
+    assert key not in others and len(others) == 8
+    assert key_path(key, "png") == f"{key[:2]}/{key[2:4]}/{key}.png"
+
+
+# ---- writes -----------------------------------------------------------------------------------------
+
+
+async def test_put_is_atomic_and_replaces(tmp_path: Path, io: ThreadPoolExecutor) -> None:
+    cache = DiskCache(tmp_path / "c", 10 * 1024**2, io)
+    await cache.start()
+    rel = rel_of(1)
+    await cache.put(rel, b"A" * 1000)
+    assert (tmp_path / "c" / rel).read_bytes() == b"A" * 1000
+    assert cache.bytes == 1000 and cache.files == 1 and await cache.has(rel)
+    with open(tmp_path / "c" / rel, "rb") as reader:    # a reader of the old file keeps the whole old file
+        await cache.put(rel, b"B" * 3000)
+        assert reader.read() == b"A" * 1000
+    assert (tmp_path / "c" / rel).read_bytes() == b"B" * 3000
+    assert cache.bytes == 3000 and cache.files == 1
+    assert [p.name for p in files_under(tmp_path / "c")] == [Path(rel).name]   # no temp file left
+
+
+async def test_failed_write_leaves_nothing(tmp_path: Path, io: ThreadPoolExecutor) -> None:
+    cache = DiskCache(tmp_path / "c", 10 * 1024**2, io)
+    await cache.start()
+    with pytest.raises(TypeError):
+        await cache.put(rel_of(1), "not bytes")  # type: ignore[arg-type]
+    assert files_under(tmp_path / "c") == []
+    assert cache.files == 0 and not await cache.has(rel_of(1))
+
+
+async def test_start_removes_stale_temp_files_and_indexes_renders(tmp_path: Path,
+                                                                  io: ThreadPoolExecutor) -> None:
+    root = tmp_path / "c"
+    rel = rel_of(1)
+    (root / rel).parent.mkdir(parents=True)
+    (root / rel).write_bytes(b"x" * 500)
+    stale = [root / Path(rel).parent / f"{TMP_PREFIX}{Path(rel).name}.123.abcd", root / f"{TMP_PREFIX}x"]
+    for p in stale:
+        p.write_bytes(b"half a file")
+    cache = DiskCache(root, 10 * 1024**2, io)
+    await cache.start()
+    assert not any(p.exists() for p in stale)
+    assert files_under(root) == [root / rel]
+    assert cache.files == 1 and cache.bytes == 500 and await cache.has(rel)
+
+
+async def test_start_creates_the_folder(tmp_path: Path, io: ThreadPoolExecutor) -> None:
+    cache = DiskCache(tmp_path / "a" / "b", 10 * 1024**2, io)
+    await cache.start()
+    assert (tmp_path / "a" / "b").is_dir() and cache.files == 0
+
+
+# ---- the bound ----------------------------------------------------------------------------------------
+
+
+async def test_lru_eviction_under_max_size(tmp_path: Path, io: ThreadPoolExecutor) -> None:
+    root = tmp_path / "c"
+    cache = DiskCache(root, 10_000, io)
+    await cache.start()
+    for n in range(5):
+        await cache.put(rel_of(n), bytes(2000))
+    assert cache.bytes == 10_000 and cache.evicted == 0
+    assert await cache.has(rel_of(0))           # used: 1 is now the least recently used
+    await cache.put(rel_of(5), bytes(2000))     # over the bound: evict down to 90%
+    assert cache.bytes <= 9000 and cache.evicted >= 1
+    assert not (root / rel_of(1)).exists() and not await cache.has(rel_of(1))
+    assert (root / rel_of(0)).exists() and (root / rel_of(5)).exists()
+    assert sum(p.stat().st_size for p in files_under(root)) == cache.bytes
+    for n in range(6, 40):
+        await cache.put(rel_of(n), bytes(1500))
+        assert cache.bytes <= 10_000
+        assert sum(p.stat().st_size for p in files_under(root)) == cache.bytes
+    assert (root / rel_of(39)).exists()
+
+
+async def test_start_evicts_the_oldest_over_the_bound(tmp_path: Path, io: ThreadPoolExecutor) -> None:
+    root = tmp_path / "c"
+    for n in range(6):
+        p = root / rel_of(n)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(bytes(2000))
+        os.utime(p, (1_000_000 + n, 1_000_000 + n))
+    cache = DiskCache(root, 10_000, io)
+    await cache.start()
+    assert cache.bytes <= 10_000
+    assert not (root / rel_of(0)).exists() and (root / rel_of(5)).exists()
+
+
+async def test_deleting_the_folder_is_safe(tmp_path: Path, io: ThreadPoolExecutor) -> None:
+    root = tmp_path / "c"
+    cache = DiskCache(root, 10 * 1024**2, io, recheck=0)
+    await cache.start()
+    await cache.put(rel_of(1), b"x" * 100)
+    shutil.rmtree(root)
+    assert not await cache.has(rel_of(1))
+    assert cache.files == 0 and cache.bytes == 0
+    await cache.put(rel_of(1), b"y" * 100)      # the folder comes back
+    assert (root / rel_of(1)).read_bytes() == b"y" * 100
+
+
+# ---- single-flight ------------------------------------------------------------------------------------
+
+
+async def test_once_runs_once_for_concurrent_callers(tmp_path: Path, io: ThreadPoolExecutor) -> None:
+    cache = DiskCache(tmp_path, 10**7, io)
+    runs = 0
+    gate = asyncio.Event()
+
+    async def make() -> str:
+        nonlocal runs
+        runs += 1
+        await gate.wait()
+        return "done"
+
+    waiters = [asyncio.create_task(cache.once("k", make)) for _ in range(50)]
+    await asyncio.sleep(0.01)
+    assert cache.in_flight == 1 and runs == 1
+    gate.set()
+    assert await asyncio.gather(*waiters) == ["done"] * 50
+    assert runs == 1 and cache.in_flight == 0
+    assert await cache.once("k", make) == "done" and runs == 2   # a later call is a new flight
+    other = await asyncio.gather(cache.once("a", make), cache.once("b", make))
+    assert other == ["done", "done"] and runs == 4               # keys do not share flights
+
+
+async def test_once_gives_every_waiter_the_error(tmp_path: Path, io: ThreadPoolExecutor) -> None:
+    cache = DiskCache(tmp_path, 10**7, io)
+    runs = 0
+
+    async def fail() -> None:
+        nonlocal runs
+        runs += 1
+        await asyncio.sleep(0.01)
+        raise ValueError("bad source")
+
+    results = await asyncio.gather(*(cache.once("k", fail) for _ in range(10)), return_exceptions=True)
+    assert runs == 1 and all(isinstance(r, ValueError) for r in results)
+    assert cache.in_flight == 0
+
+
+async def test_once_is_shielded_from_a_cancelled_waiter(tmp_path: Path, io: ThreadPoolExecutor) -> None:
+    cache = DiskCache(tmp_path, 10**7, io)
+    finished = asyncio.Event()
+    gate = asyncio.Event()
+
+    async def make() -> int:
+        await gate.wait()
+        finished.set()
+        return 42
+
+    first = asyncio.create_task(cache.once("k", make))
+    second = asyncio.create_task(cache.once("k", make))
+    await asyncio.sleep(0.01)
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    gate.set()
+    assert await second == 42 and finished.is_set()
+    # the last waiter gone: the work still completes (its render lands in the cache for the next one)
+    gate.clear()
+    finished.clear()
+    lone = asyncio.create_task(cache.once("k2", make))
+    await asyncio.sleep(0.01)
+    lone.cancel()
+    gate.set()
+    await asyncio.wait_for(finished.wait(), 1)
+
+
+# ---- through the app ----------------------------------------------------------------------------------
+
+
+def noisy(folder: Path, count: int) -> None:
+    """Incompressible PNGs (~150 KB each) so that a few renders fill a 1 MiB cache."""
+    import numpy as np
+    import pyvips
+
+    rng = np.random.default_rng(7)
+    for n in range(count):
+        arr = rng.integers(0, 255, (220, 220, 3), dtype=np.uint8)
+        pyvips.Image.new_from_array(arr).copy(interpretation="srgb").pngsave(str(folder / f"noise{n}.png"))
+
+
+async def test_app_cache_stays_bounded(aiohttp_client: Any, make_config: ConfigFactory, media: Path,
+                                       tmp_path: Path) -> None:
+    noisy(media, 16)
+    client: TestClient = await aiohttp_client(create_app(make_config(cache={"max_size": "1MiB"})))
+    for n in range(16):
+        resp = await client.get(f"/api/v1/file/lib/-/noise{n}.png?preview", allow_redirects=False)
+        assert resp.status == 302
+        total = sum(p.stat().st_size for p in files_under(tmp_path / "cache"))
+        assert total <= 1024**2
+    assert len(files_under(tmp_path / "cache")) < 16
+    # the newest is still there and served
+    resp = await client.get("/api/v1/file/lib/-/noise15.png?preview", allow_redirects=False)
+    asset = await client.get(resp.headers["Location"])
+    assert asset.status == 200 and asset.headers["Content-Type"] == "image/png"
+
+
+async def test_app_cache_folder_deleted(aiohttp_client: Any, make_config: ConfigFactory,
+                                        tmp_path: Path) -> None:
+    client: TestClient = await aiohttp_client(create_app(make_config(cache={"version_ttl": 0.05})))
+    url = "/api/v1/file/lib/-/landscape.jpg?preview&size=100"
+    first = await client.get(url, allow_redirects=False)
+    assert (await client.get(first.headers["Location"])).status == 200
+    shutil.rmtree(tmp_path / "cache")
+    await asyncio.sleep(0.1)
+    again = await client.get(url, allow_redirects=False)
+    assert again.status == 302 and again.headers["Location"] == first.headers["Location"]
+    asset = await client.get(again.headers["Location"])
+    assert asset.status == 200 and asset.headers["Content-Type"] == "image/jpeg"
+
+
+async def test_a_render_larger_than_the_bound_is_kept(tmp_path: Path, io: ThreadPoolExecutor) -> None:
+    root = tmp_path / "c"
+    cache = DiskCache(root, 10_000, io)
+    await cache.start()
+    await cache.put(rel_of(1), bytes(3000))
+    await cache.put(rel_of(2), bytes(9500))     # alone over 90% of the bound: the others go, not it
+    assert (root / rel_of(2)).exists() and await cache.has(rel_of(2))
+    assert not (root / rel_of(1)).exists()
+    await cache.put(rel_of(3), bytes(12_000))   # even over the whole bound: the 302 must not point at nothing
+    assert (root / rel_of(3)).exists() and await cache.has(rel_of(3))
+    assert not (root / rel_of(2)).exists() and cache.bytes == 12_000
+    await cache.put(rel_of(4), bytes(100))      # the next write brings it back under the bound
+    assert cache.bytes <= 10_000 and (root / rel_of(4)).exists()
