@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import hashlib
 import os
 import time
@@ -73,12 +74,14 @@ class DiskCache:
         """Remove temporary files a crash left; list the renders as (mtime, rel, size)."""
         found = []
         self.root.mkdir(parents=True, exist_ok=True)
-        for dirpath, _dirs, names in os.walk(self.root):
+        for dirpath, dirs, names in os.walk(self.root):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]  # .locks
             for name in names:
                 full = os.path.join(dirpath, name)
                 if name.startswith(TMP_PREFIX):
-                    with contextlib.suppress(OSError):
-                        os.unlink(full)
+                    if _abandoned(name, full):
+                        with contextlib.suppress(OSError):
+                            os.unlink(full)
                     continue
                 with contextlib.suppress(OSError):
                     st = os.stat(full)
@@ -91,6 +94,23 @@ class DiskCache:
         now = time.monotonic()
         for _mtime, rel, size in found:
             self._add(rel, size, now)
+        await self._evict()
+
+    async def resync(self) -> None:
+        """Make the index the disk's truth again: other workers' renders join it (oldest first, as
+        least recently used), files deleted behind our back leave it; then evict over the bound.
+        With several workers on one folder this is what keeps the folder near ``max_size``."""
+        found = await asyncio.get_running_loop().run_in_executor(self.io, self._scan)
+        now = time.monotonic()
+        known = self._index
+        self._index, self._bytes = OrderedDict(), 0
+        for _mtime, rel, size in found:
+            if rel not in known:
+                self._add(rel, size, now)
+        on_disk = {rel for _m, rel, _s in found}
+        for rel, entry in known.items():  # ours keep their recency order, after the strangers
+            if rel in on_disk:
+                self._add(rel, entry.size, entry.checked)
         await self._evict()
 
     # ---- lookups ---------------------------------------------------------------------------------
@@ -180,6 +200,21 @@ class DiskCache:
         return len(self._flights)
 
 
+def _abandoned(name: str, full: str) -> bool:
+    """A temporary file whose writer is gone (``.tmp-<name>.<pid>.<rand>``), or an old one."""
+    try:
+        pid = int(name.rsplit(".", 2)[-2])
+        os.kill(pid, 0)
+    except (ValueError, IndexError, ProcessLookupError):
+        return True
+    except PermissionError:
+        pass  # alive, someone else's
+    try:
+        return time.time() - os.stat(full).st_mtime > 600  # a writer never takes this long
+    except OSError:
+        return False
+
+
 def _size_or_none(path: Path) -> int | None:
     try:
         return path.stat().st_size
@@ -191,3 +226,52 @@ def _unlink_all(paths: list[Path]) -> None:
     for p in paths:
         with contextlib.suppress(OSError):
             p.unlink()
+
+
+class FileLock:
+    """A cross-process lock on one render key (workers sharing a cache folder render it once).
+
+    ``flock`` on ``.locks/<key>``: the kernel releases it when its holder dies (kill -9 included).
+    Taken without blocking a thread: a busy lock is polled with a growing sleep, and the waiter
+    stops waiting as soon as the render it waits for is on disk.
+    """
+
+    def __init__(self, root: Path, key: str) -> None:
+        self.path = root / ".locks" / key[:2] / key
+        self._fd: int | None = None
+
+    def _try(self) -> bool:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        try:  # the file we locked may have been unlinked by the previous holder: lock the new one
+            if os.fstat(fd).st_ino != os.stat(self.path).st_ino:
+                os.close(fd)
+                return False
+        except FileNotFoundError:
+            os.close(fd)
+            return False
+        self._fd = fd
+        return True
+
+    async def acquire(self, done: Callable[[], Awaitable[bool]], timeout: float = 120.0) -> bool:
+        """Take the lock (True), or return False when ``done()`` says the work is finished."""
+        delay, waited = 0.005, 0.0
+        while not self._try():
+            if await done() or waited > timeout:
+                return False
+            await asyncio.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, 0.1)
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)  # while held: the next holder checks the inode
+            os.close(self._fd)
+            self._fd = None

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from urllib.parse import quote
 
 from .access import Grant, signed_query
-from .cache import DiskCache, cache_key, key_path
+from .cache import DiskCache, FileLock, cache_key, key_path
 from .config import Config, LibraryConfig
 from .faces import Detection, detector_name
 from .media import kind_of, may_be_animated
@@ -124,14 +124,25 @@ class Previews:
         rel = key_path(key, family) if grant.public else PRIVATE + key_path(key, family)
         hit = await self.cache.has(rel)
         if not hit:
-            await self.cache.once(key, lambda: self._render(lib, space, ref, st, options, family, rel))
+            await self.cache.once(key, lambda: self._render_once(key, lib, space, ref, st, options, family,
+                                                                 rel))
         self.metrics.cache.labels("hit" if hit else "miss").inc()
         return Decision(self._url(self.config.cache.asset_prefix + rel, grant), hit)
 
+    async def _render_once(self, key: str, lib: LibraryConfig, space: str, ref: FileRef, st: SourceStat,
+                           options: PreviewOptions, family: str, rel: str) -> None:
+        """Render unless another worker on this cache folder does (or did) it: a lock per key."""
+        lock = FileLock(self.cache.root, key)
+        if not await lock.acquire(lambda: self.cache.has(rel)):
+            return
+        try:
+            if not await self.cache.has(rel):  # another worker finished it while we waited
+                await self._render(lib, space, ref, st, options, family, rel)
+        finally:
+            lock.release()
+
     async def _render(self, lib: LibraryConfig, space: str, ref: FileRef, st: SourceStat,
                       options: PreviewOptions, family: str, rel: str) -> None:
-        if await self.cache.has(rel):  # another worker finished it while we were queued
-            return
         origin = self.origins[lib.id]
         started = time.perf_counter()
         source, fetched = await origin.fetch(space, ref.path, st)

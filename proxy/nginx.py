@@ -1,0 +1,215 @@
+"""``preview-proxy nginx-conf``: a complete nginx.conf for production, made from the service's config.
+
+nginx answers everything that is a file on disk (renders in the cache folder, originals of local
+origins) with sendfile, checks signed links itself (``secure_link``, same formula as
+``access.sign``), and passes only the decisions (the API's 302s) to the proxy upstreams, hashed on
+the file path so that every size of one photo is rendered on one node.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from .config import Config, LibraryConfig
+from .service import ORIGINALS, PRIVATE
+
+_SAFE = re.compile(r"^[A-Za-z0-9_./:@+-]+$")
+
+TYPES = """\
+        image/jpeg jpeg jpg;
+        image/png png;
+        image/gif gif;
+        image/webp webp;
+        image/avif avif;
+        image/heic heic;
+        image/heif heif;
+        image/tiff tif tiff;
+        image/bmp bmp;
+        video/mp4 mp4 m4v;
+        video/quicktime mov;
+        video/webm webm;
+        video/x-matroska mkv;
+        video/x-msvideo avi;
+        video/x-flv flv;
+        application/pdf pdf;"""
+
+
+def _quote(value: str) -> str:
+    """A value for an nginx directive: refuse what could break out of it (quotes, ;, braces, $)."""
+    if not _SAFE.match(value):
+        raise ValueError(f"cannot put {value!r} into nginx.conf safely")
+    return value
+
+
+def _secret(value: str) -> str:
+    if any(c in value for c in "\"'\\;{}$\n\r"):
+        raise ValueError("cache.sign_secret holds a character nginx.conf cannot carry (quote, ;, {}, $)")
+    return value
+
+
+def _secure(config: Config) -> str:
+    secret = _secret(config.cache.sign_secret.reveal())
+    return (f'            secure_link $arg_md5,$arg_expires;\n'
+            f'            secure_link_md5 "$secure_link_expires$uri {secret}";\n'
+            f'            if ($secure_link = "") {{ return 403; }}  # missing or tampered\n'
+            f'            if ($secure_link = "0") {{ return 403; }}  # expired\n')
+
+
+def _originals(config: Config, lib: LibraryConfig) -> str:
+    """Download links of one library: ``{prefix}o/{id}/{space}/{path}`` from its folder or origin."""
+    prefix = f"{config.cache.asset_prefix}{ORIGINALS}{lib.id}/"
+    private = not lib.public_read or any(s.public_read is False for s in lib.spaces.values())
+    check = _secure(config) if private and config.cache.sign_secret else ""
+    if private and not config.cache.sign_secret:
+        return f"        location ^~ {prefix} {{ return 403; }}  # private, and no sign_secret to check\n"
+    cc = "private, max-age=60" if private else "public, max-age=3600"
+    if lib.is_http:
+        base = _quote(lib.origin if lib.origin.endswith("/") else lib.origin + "/")
+        space = "$1/" if lib.multi_tenant else ""
+        pattern = r"([A-Za-z0-9_-]{1,64})/(.*)$" if lib.multi_tenant else r"-/(.*)$"
+        target = f"{base}{space}${'2' if lib.multi_tenant else '1'}"
+        return (f"        location ~ ^{re.escape(prefix)}{pattern} {{\n{check}"
+                f"            limit_except GET {{ deny all; }}\n"
+                f"            proxy_pass {target};\n"
+                f'            add_header Cache-Control "{cc}" always;\n'
+                f"        }}\n")
+    root = _quote(os.path.realpath(lib.origin))
+    if lib.multi_tenant:
+        location = f"location ~ ^{re.escape(prefix)}([A-Za-z0-9_-]{{1,64}})/(.+)$"
+        alias = f"{root}/$1/$2"
+    else:
+        location = f"location ^~ {prefix}-/"
+        alias = f"{root}/"
+    return (f"        {location} {{\n{check}"
+            f"            limit_except GET {{ deny all; }}\n"
+            f"            alias {alias};\n"
+            f"            disable_symlinks on from={root};  # nothing outside the origin folder\n"
+            f'            add_header Cache-Control "{cc}" always;\n'
+            f'            add_header X-Content-Type-Options nosniff always;\n'
+            f"        }}\n")
+
+
+def _mount(lib: LibraryConfig) -> str:
+    """A drop-in mount: ``?preview`` goes to the proxy, anything else is the original from the origin."""
+    mount = _quote(lib.mount)
+    if lib.is_http:
+        serve = f"            proxy_pass {_quote(lib.origin.rstrip('/'))}/;\n"
+    else:
+        root = _quote(os.path.realpath(lib.origin))
+        serve = (f"            alias {root}/;\n"
+                 f"            disable_symlinks on from={root};\n")
+    if not lib.public_read:  # private originals only through the API (token, then signed link)
+        serve = "            return 403;\n"
+    return (f"        location ^~ {mount} {{\n"
+            f"            error_page 418 = @api;\n"
+            f'            if ($args ~ "(^|&)preview(=[^&]*)?(&|$)") {{ return 418; }}\n'
+            f"            limit_except GET {{ deny all; }}\n{serve}"
+            f"        }}\n")
+
+
+def render_nginx_conf(config: Config, listen: str, upstreams: list[str], user: str = "") -> str:
+    """The whole nginx.conf (run it with ``nginx -p DIR -c FILE``; DIR/logs must exist)."""
+    for address in [listen, *upstreams]:
+        if not re.fullmatch(r"[A-Za-z0-9.\-\[\]:]+:\d{1,5}", address):
+            raise ValueError(f"expected HOST:PORT, got {address!r}")
+    prefix = config.cache.asset_prefix
+    cache_dir = _quote(os.path.realpath(config.cache.dir))
+    servers = "\n".join(f"        server {u} max_fails=1 fail_timeout=10s;" for u in upstreams)
+    private_renders = (
+        f"        location ^~ {prefix}{PRIVATE} {{\n{_secure(config)}"
+        f"            limit_except GET {{ deny all; }}\n"
+        f"            alias {cache_dir}/{PRIVATE};\n"
+        f'            add_header Cache-Control "private, max-age=60" always;\n'
+        f"        }}\n" if config.cache.sign_secret else
+        f"        location ^~ {prefix}{PRIVATE} {{ return 403; }}  # no sign_secret: nothing to check\n")
+    originals = "".join(_originals(config, lib) for lib in config.libraries)
+    mounts = "".join(_mount(lib) for lib in config.libraries if lib.mount)
+    user_line = f"user {_quote(user)};\n" if user else ""
+    return f"""# nginx.conf generated by `preview-proxy nginx-conf` from {config.source}.
+# Run: nginx -p DIR -c THIS_FILE   (DIR/logs must exist; every other path is absolute or under DIR)
+# It holds cache.sign_secret when one is set: keep it readable by nginx only.
+{user_line}worker_processes auto;
+error_log logs/error.log warn;
+
+events {{
+    worker_connections 4096;
+}}
+
+http {{
+    # temporary files under the prefix, so that an ordinary user can run this nginx
+    client_body_temp_path client_body_temp;
+    proxy_temp_path proxy_temp;
+    fastcgi_temp_path fastcgi_temp;
+    uwsgi_temp_path uwsgi_temp;
+    scgi_temp_path scgi_temp;
+
+    types {{
+{TYPES}
+    }}
+    default_type application/octet-stream;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 10000;
+    server_tokens on;  # "Server: nginx/..." tells a client (and our tests) who answered
+    access_log off;    # the proxy logs every API request as JSON; assets are nginx's alone
+
+    # the client's X-Request-Id when it sent one, else nginx's own: passed to the proxy and logged
+    map $http_x_request_id $preview_request_id {{
+        ""      $request_id;
+        default $http_x_request_id;
+    }}
+
+    upstream preview_proxy {{
+        # one photo's renders land on one node (its disk cache); consistent: losing a node moves
+        # only that node's share
+        hash $uri consistent;
+{servers}
+        keepalive 64;
+    }}
+
+    server {{
+        listen {listen} reuseport;
+
+        # renders of public libraries: immutable files named by their key
+        location ^~ {prefix} {{
+            location ~ /\\. {{ return 404; }}  # temporary files of renders being written
+            limit_except GET {{ deny all; }}
+            alias {cache_dir}/;
+            add_header Cache-Control "public, max-age=31536000, immutable" always;
+        }}
+
+        # renders of private content: only with a valid signature (access.sign's formula)
+{private_renders}
+        # originals (download links)
+{originals}
+        # drop-in mounts of existing site URLs
+{mounts}
+        location @api {{
+            proxy_pass http://preview_proxy;
+            include proxy_common;
+        }}
+
+        # the API and everything else: the proxy decides
+        location / {{
+            proxy_pass http://preview_proxy;
+            include proxy_common;
+        }}
+    }}
+}}
+""".replace("include proxy_common;", _PROXY_COMMON.strip())
+
+
+_PROXY_COMMON = """
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Request-Id $preview_request_id;
+            proxy_connect_timeout 2s;
+            proxy_read_timeout 120s;
+            # a node that is down or refuses: try the next one (decisions are idempotent)
+            proxy_next_upstream error timeout http_502 http_503;
+            proxy_next_upstream_tries 3;
+"""

@@ -1,0 +1,45 @@
+"""``serve --workers N``: N service processes on one port (SO_REUSEPORT), one supervisor.
+
+Each worker is the ordinary single-process server started again with ``--workers 1 --reuse-port``
+(a fresh interpreter: no libvips or OpenCV state crosses a fork). They share the cache folder
+(a lock file per render key, so a render is made once) and the store. The supervisor forwards
+SIGTERM/SIGINT, waits for every worker to finish what it has in flight, and exits 0; a worker that
+dies on its own is started again.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from types import FrameType
+
+RESTART_PAUSE = 1.0
+
+
+def supervise(n: int, child_args: list[str]) -> int:
+    """Run ``n`` workers with ``python -m proxy serve <child_args> --workers 1 --reuse-port``."""
+    command = [sys.executable, "-m", "proxy", "serve", *child_args, "--workers", "1", "--reuse-port"]
+    stopping = False
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        for proc in workers:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+
+    workers = [subprocess.Popen(command) for _ in range(n)]
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    while not stopping:
+        time.sleep(0.2)
+        for i, proc in enumerate(workers):
+            if proc.poll() is not None and not stopping:
+                print(f'{{"event": "worker_exited", "pid": {proc.pid}, "code": {proc.returncode}}}',
+                      file=sys.stderr)
+                time.sleep(RESTART_PAUSE)  # a worker that cannot start must not spin the CPU
+                workers[i] = subprocess.Popen(command)
+    codes = [proc.wait() for proc in workers]
+    return 0 if all(code in (0, -signal.SIGTERM) for code in codes) else 1
