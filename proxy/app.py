@@ -5,6 +5,8 @@ Used by the server (``__main__``) and by the tests alike.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -28,6 +30,7 @@ from .store import open_store
 # File-system metadata (stat, rename, unlink) gets its own few threads: a stat on the hot path must
 # not wait behind a queue of renders in the render pool.
 IO_THREADS = 4
+RESYNC_EVERY = 60.0  # seconds between re-reads of the cache folder
 
 
 async def _state(app: web.Application) -> AsyncIterator[None]:
@@ -41,13 +44,25 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
     app[POOL], app[CACHE], app[ORIGINS] = pool, cache, origins
     app[STORE] = open_store(config.store.url)
     app[PREVIEWS] = Previews(config, origins, cache, pool, app[METRICS])
+    resync = asyncio.create_task(_resync_forever(cache))
     yield
+    resync.cancel()
     for origin in origins.values():
         await origin.close()
     await app[STORE].close()
     # finish in-flight renders (SIGTERM): the pool is drained, not cancelled
     pool.shutdown()
     io.shutdown(wait=True)
+
+
+async def _resync_forever(cache: DiskCache) -> None:
+    """Other workers' renders and deletions behind our back reach the index (and the size bound)."""
+    while True:
+        await asyncio.sleep(RESYNC_EVERY)
+        try:
+            await cache.resync()
+        except OSError as exc:  # a full or vanished disk must not end the loop
+            logging.getLogger("proxy.cache").warning('{"event": "cache_resync_failed", "error": "%s"}', exc)
 
 
 async def _flush(access_log: AccessLog) -> None:

@@ -65,13 +65,13 @@ def _originals(config: Config, lib: LibraryConfig) -> str:
         return f"        location ^~ {prefix} {{ return 403; }}  # private, and no sign_secret to check\n"
     cc = "private, max-age=60" if private else "public, max-age=3600"
     if lib.is_http:
+        # no variables in proxy_pass: the origin's name is then resolved once, at start
         base = _quote(lib.origin if lib.origin.endswith("/") else lib.origin + "/")
-        space = "$1/" if lib.multi_tenant else ""
-        pattern = r"([A-Za-z0-9_-]{1,64})/(.*)$" if lib.multi_tenant else r"-/(.*)$"
-        target = f"{base}{space}${'2' if lib.multi_tenant else '1'}"
-        return (f"        location ~ ^{re.escape(prefix)}{pattern} {{\n{check}"
+        location = prefix if lib.multi_tenant else f"{prefix}-/"
+        return (f"        location ^~ {location} {{\n{check}"
                 f"            limit_except GET {{ deny all; }}\n"
-                f"            proxy_pass {target};\n"
+                f"            proxy_pass {base};\n"
+                f"            proxy_ssl_server_name on;\n"
                 f'            add_header Cache-Control "{cc}" always;\n'
                 f"        }}\n")
     root = _quote(os.path.realpath(lib.origin))
@@ -94,7 +94,8 @@ def _mount(lib: LibraryConfig) -> str:
     """A drop-in mount: ``?preview`` goes to the proxy, anything else is the original from the origin."""
     mount = _quote(lib.mount)
     if lib.is_http:
-        serve = f"            proxy_pass {_quote(lib.origin.rstrip('/'))}/;\n"
+        serve = (f"            proxy_pass {_quote(lib.origin.rstrip('/'))}/;\n"
+                 f"            proxy_ssl_server_name on;\n")
     else:
         root = _quote(os.path.realpath(lib.origin))
         serve = (f"            alias {root}/;\n"

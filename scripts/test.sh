@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Installs everything the tests need on a fresh Debian/Ubuntu machine, then runs them:
 #   bash scripts/test.sh [pytest args]
-# System packages (nginx, redis-server, wrk) come from apt when missing (as root, or with sudo);
+# System packages (nginx, redis-server, wrk, chromium) come from apt when missing (as root, or with sudo);
 # Python packages go into .venv. Same command locally and in CI (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
-for pair in nginx:nginx redis-server:redis-server wrk:wrk; do
+for pair in nginx:nginx redis-server:redis-server wrk:wrk chromium:chromium; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair##*:}")
 done
 if ((${#missing[@]})); then

@@ -1,0 +1,72 @@
+"""Several processes on one cache folder: a render is made once; ``serve --workers N`` runs and stops."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from conftest import free_port, write_media
+from nginx_helpers import Service, get, wait_http
+
+
+def _config(tmp_path: Path) -> Path:
+    media = write_media(tmp_path / "media")
+    path = tmp_path / "config.toml"
+    path.write_text(f'[cache]\ndir = "{tmp_path / "cache"}"\n[faces]\ndetector = "none"\n'
+                    f'[[libraries]]\nid = "lib"\norigin = "{media}"\nsecret = "s"\n')
+    return path
+
+
+def _renders(port: int) -> float:
+    text = get(port, "/metrics")[2].decode()
+    return sum(float(v) for v in re.findall(r'preview_render_seconds_count\{kind="image"\} ([\d.]+)', text))
+
+
+def test_two_processes_on_one_cache_render_once(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    a, b = Service(config), Service(config)
+    a.start()
+    b.start()
+    try:
+        path = "/api/v1/file/lib/-/astronaut.png?preview&size=150"
+        ports = [a.port, b.port] * 12
+        with ThreadPoolExecutor(24) as pool:
+            answers = list(pool.map(lambda p: get(p, path), ports))
+        assert {status for status, _, _ in answers} == {302}
+        assert len({headers["location"] for _, headers, _ in answers}) == 1
+        assert _renders(a.port) + _renders(b.port) == 1
+        renders = list((tmp_path / "cache").rglob("*.png"))
+        assert len(renders) == 1
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_serve_workers_shares_a_port_and_stops_cleanly(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "proxy", "serve", "--config", str(config),
+                             "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_http(port)
+        statuses = [get(port, f"/api/v1/file/lib/-/landscape.jpg?preview&size={n}")[0] for n in range(10, 20)]
+        assert statuses == [302] * 10
+        children = _children(proc.pid)
+        assert len(children) == 2
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=60)
+    assert code == 0
+    time.sleep(0.2)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in children)
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(x) for x in out.split()]
