@@ -22,6 +22,7 @@ from .pool import RenderPool
 from .render import configure_vips
 from .routes.assets import asset_route
 from .routes.files import FILE_PREFIX, file_route, mount_route
+from .routes.gallery import gallery
 from .routes.health import healthz, metrics
 from .routes.tokens import add_token_routes
 from .service import Previews
@@ -85,6 +86,7 @@ def create_app(config: Config) -> web.Application:
         if lib.mount:
             router.add_get(lib.mount + "{rest:.+}", mount_route(lib))
     add_token_routes(app)
+    router.add_get("/", gallery)
     router.add_get("/healthz", healthz)
     router.add_get("/metrics", metrics)
     return app

@@ -34,8 +34,10 @@ def cache_key(*parts: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:40]
 
 
-def key_path(key: str, ext: str) -> str:
-    return f"{key[:2]}/{key[2:4]}/{key}.{ext}"
+def key_path(key: str, ext: str, library: str = "") -> str:
+    """``[library/]ab/cd/<key>.<ext>``: the library's folder lets an operator purge one library."""
+    shard = f"{key[:2]}/{key[2:4]}/{key}.{ext}"
+    return f"{library}/{shard}" if library else shard
 
 
 @dataclass(slots=True)

@@ -18,6 +18,7 @@ from .types import Secret
 _SIZE_UNITS = {"": 1, "B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3,
                "KIB": 1024, "MIB": 1024**2, "GIB": 1024**3, "TIB": 1024**4}
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+RESERVED_IDS = frozenset({"o", "p"})  # {asset_prefix}o/ holds originals, {asset_prefix}p/ private renders
 
 
 class ConfigError(Exception):
@@ -247,6 +248,8 @@ def _library(i: int, raw: Any, problems: list[str]) -> LibraryConfig | None:
     valid_id = isinstance(lib_id, str) and bool(_ID_RE.match(lib_id))
     if valid_id:
         where = f"[[libraries]] id={lib_id!r}"
+    if lib_id in RESERVED_IDS:
+        problems.append(f"{where} id: {lib_id!r} is reserved (asset URLs use it); choose another")
     known = set(LibraryConfig.__dataclass_fields__)
     for key in raw:
         if key not in known:

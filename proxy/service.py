@@ -121,7 +121,8 @@ class Previews:
         family = output_family(ref, options)
         key = cache_key(lib.id, space, ref.path, st.version,
                         options.canonical(may_be_animated(ref.extension)), family)
-        rel = key_path(key, family) if grant.public else PRIVATE + key_path(key, family)
+        rel = key_path(key, family, lib.id)
+        rel = rel if grant.public else PRIVATE + rel
         hit = await self.cache.has(rel)
         if not hit:
             await self.cache.once(key, lambda: self._render_once(key, lib, space, ref, st, options, family,

@@ -19,8 +19,9 @@ from ..request import parse_file_route
 from ..service import ORIGINALS
 from .files import stream_original
 
-# renders: "ab/cd/<key>.<ext>"; those of private libraries under "p/", which needs a signature
-_RENDER = re.compile(r"^(p/)?([0-9a-f]{2})/([0-9a-f]{2})/(\2\3[0-9a-f]{36})\.(jpeg|png|gif|webp|avif)$")
+# renders: "<library>/ab/cd/<key>.<ext>"; those of private content under "p/", which needs a signature
+_RENDER = re.compile(r"^(p/)?[A-Za-z0-9_-]{1,64}/([0-9a-f]{2})/([0-9a-f]{2})/(\2\3[0-9a-f]{36})"
+                     r"\.(jpeg|png|gif|webp|avif)$")
 IMMUTABLE = "public, max-age=31536000, immutable"
 
 
