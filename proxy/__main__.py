@@ -1,4 +1,8 @@
-"""Command line: ``preview-proxy serve [--config FILE] [--host H] [--port P]``."""
+"""preview-proxy: a self-hosted image preview service (the SMH thumbnail API over your own storage).
+
+Every verb takes --config FILE (default: $PREVIEW_PROXY_CONFIG or config/preview-proxy.toml) and has
+its own --help.
+"""
 
 from __future__ import annotations
 
@@ -13,9 +17,11 @@ from pathlib import Path
 from aiohttp import web
 
 from .app import create_app
-from .config import ConfigError, load_config
+from .config import Config, ConfigError, LibraryConfig, load_config
 from .demo import DEMO_ID, seed_demo
+from .faces import detector_name
 from .nginx import render_nginx_conf
+from .tools import cache_purge, cache_stats, check_origins, human_bytes, parse_duration, warm
 from .workers import supervise
 
 DEFAULT_CONFIG = "config/preview-proxy.toml"
@@ -77,10 +83,95 @@ def _config_arg(parser: argparse.ArgumentParser) -> None:
                         help=f"TOML config (default: $PREVIEW_PROXY_CONFIG or {DEFAULT_CONFIG})")
 
 
+def _load(args: argparse.Namespace) -> Config | None:
+    try:
+        return load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return None
+
+
+def _library(config: Config, library_id: str) -> LibraryConfig | None:
+    lib = config.library(library_id)
+    if lib is None:
+        known = ", ".join(repr(x.id) for x in config.libraries)
+        print(f"no library {library_id!r} in {config.source} (libraries: {known})", file=sys.stderr)
+    return lib
+
+
+def _warm(args: argparse.Namespace) -> int:
+    config = _load(args)
+    lib = config and _library(config, args.library)
+    if config is None or lib is None:
+        return 2
+    if lib.is_http and not args.paths:
+        print(f"library {lib.id!r} is an HTTP origin, which cannot be listed: name the paths",
+              file=sys.stderr)
+        return 2
+    try:
+        sizes = sorted({int(x) for x in args.sizes.split(",")})
+    except ValueError:
+        print(f"--sizes: expected whole numbers such as 100,200,400, got {args.sizes!r}", file=sys.stderr)
+        return 2
+    summary = asyncio.run(warm(config, lib, args.space, sizes, args.paths, progress=not args.quiet))
+    print(f"rendered {summary.rendered}, skipped {summary.skipped} (already cached), "
+          f"failed {sum(summary.failed.values())} in {summary.seconds:.1f} s")
+    for reason, count in summary.failed.most_common():
+        print(f"  {count} x {reason}")
+    return 1 if summary.failed else 0
+
+
+def _cache(args: argparse.Namespace) -> int:
+    config = _load(args)
+    if config is None:
+        return 2
+    if args.action == "stats":
+        stats = cache_stats(config, args.url)
+        print(f"{config.cache.dir}: {stats.files} renders, {human_bytes(stats.bytes)} "
+              f"(bound {human_bytes(config.cache.max_size)})")
+        for library, (files, size) in stats.by_library.items():
+            print(f"  {library}: {files} renders, {human_bytes(size)}")
+        if stats.hits is not None and stats.misses is not None:
+            total = stats.hits + stats.misses
+            ratio = f"{100 * stats.hits / total:.1f}%" if total else "n/a"
+            print(f"hit ratio since the service at {args.url} started: {ratio} "
+                  f"({stats.hits:.0f} hits, {stats.misses:.0f} misses)")
+        elif args.url:
+            print(f"no metrics from {args.url} (is the service running?)")
+        return 0
+    if args.library and config.library(args.library) is None:
+        _library(config, args.library)
+        return 2
+    try:
+        older = parse_duration(args.older_than) if args.older_than else 0.0
+    except ValueError as exc:
+        print(f"--older-than: {exc}", file=sys.stderr)
+        return 2
+    files, freed = cache_purge(config, args.library, older)
+    print(f"removed {files} renders, {human_bytes(freed)}")
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    config = _load(args)
+    if config is None:
+        return 2
+    problems = asyncio.run(check_origins(config))
+    detector = detector_name(config.faces)
+    print(f"{config.source}: {len(config.libraries)} libraries, face detector: {detector}")
+    if detector == "haar" and config.faces.detector == "auto":
+        print("  note: no YuNet model found, so the Haar cascades are in use; for better crops set "
+              "[faces] model to face_detection_yunet_2023mar.onnx (OpenCV Zoo, models/face_detection_yunet)")
+    for problem in problems:
+        print(f"  problem: {problem}")
+    return 1 if problems else 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="preview-proxy", description=__doc__)
+    parser = argparse.ArgumentParser(prog="preview-proxy", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
-    serve = verbs.add_parser("serve", help="run the service")
+    serve = verbs.add_parser("serve", help="run the service", description="Run the service.")
     _config_arg(serve)
     serve.add_argument("--host", default=None, help="listen address (default: [server] host)")
     serve.add_argument("--port", type=int, default=None, help="listen port (default: [server] port)")
@@ -88,7 +179,33 @@ def main(argv: list[str] | None = None) -> int:
                        help="processes sharing the port, the cache folder and the store "
                             "(0 = one per core; default 1)")
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
-    conf = verbs.add_parser("nginx-conf", help="print a complete nginx.conf for production")
+    warm_p = verbs.add_parser("warm", help="pre-render a library into the cache",
+                              description="Render size=S squares of a library's files (or PATHs) "
+                                          "into the cache, with a progress bar and a summary.")
+    _config_arg(warm_p)
+    warm_p.add_argument("--library", required=True, help="library id")
+    warm_p.add_argument("--space", default="-", help="space id of a multi-tenant library (default: -)")
+    warm_p.add_argument("--sizes", default="200", help="comma-separated sizes (default: 200)")
+    warm_p.add_argument("--quiet", action="store_true", help="no progress bar")
+    warm_p.add_argument("paths", nargs="*", metavar="PATH", help="files to warm (default: the whole folder)")
+    cache_p = verbs.add_parser("cache", help="cache statistics and purging",
+                               description="Inspect or purge the render cache.")
+    cache_verbs = cache_p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    stats_p = cache_verbs.add_parser("stats", help="renders and bytes per library, hit ratio",
+                                     description="Renders and bytes per library; the hit ratio comes "
+                                                 "from a running service's /metrics.")
+    _config_arg(stats_p)
+    stats_p.add_argument("--url", default="", help="a running service, e.g. http://127.0.0.1:8080")
+    purge_p = cache_verbs.add_parser("purge", help="delete renders", description="Delete renders.")
+    _config_arg(purge_p)
+    purge_p.add_argument("--library", default="", help="only this library's renders")
+    purge_p.add_argument("--older-than", default="", metavar="AGE",
+                         help="only renders older than AGE (7d, 12h)")
+    check_p = verbs.add_parser("check", help="validate a config and reach its origins",
+                               description="Validate the config and reach every origin; say every problem.")
+    _config_arg(check_p)
+    conf = verbs.add_parser("nginx-conf", help="print a complete nginx.conf for production",
+                            description="Print a complete nginx.conf (run it with nginx -p DIR -c FILE).")
     _config_arg(conf)
     conf.add_argument("--listen", required=True, metavar="HOST:PORT", help="where nginx listens")
     conf.add_argument("--upstream", action="append", metavar="HOST:PORT",
@@ -99,8 +216,11 @@ def main(argv: list[str] | None = None) -> int:
         args.config = os.environ.get("PREVIEW_PROXY_CONFIG") or DEFAULT_CONFIG
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     logging.getLogger("pyvips").setLevel(logging.WARNING)  # libvips' own chatter is not a log line
-    if args.verb == "nginx-conf":
-        return _nginx_conf(args)
+    handlers = {"nginx-conf": _nginx_conf, "warm": _warm, "cache": _cache, "check": _check}
+    if args.verb in handlers:
+        if args.verb != "nginx-conf":
+            logging.getLogger("proxy.access").setLevel(logging.WARNING)
+        return handlers[args.verb](args)
     workers = args.workers if args.workers > 0 else (os.cpu_count() or 1)
     if workers > 1:
         _seed_demo(args.config)  # once, before the workers race to do it

@@ -26,7 +26,7 @@ log = logging.getLogger("proxy.faces")
 
 # Where "auto" looks for a YuNet model when none is configured (the Docker image puts it in the first).
 MODEL_NAME = "face_detection_yunet_2023mar.onnx"
-MODEL_SEARCH = (Path("/opt/preview-proxy/models"), Path("models"), Path("../shared/models"))
+MODEL_SEARCH = (Path("/opt/preview-proxy/models"), Path("models"))
 YUNET_SCORE = 0.6    # YuNet's own threshold; geometry.keep_faces applies the product's rule after it
 YUNET_NMS = 0.3
 HAAR_MIN_NEIGHBOURS = 5  # stricter than the default 3 (a false face pulls the crop); 6 loses real ones

@@ -1,0 +1,97 @@
+"""The operator's command line: every verb has --help; warm, cache stats/purge, check, nginx-conf."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from proxy.__main__ import main
+
+VERBS = [["serve"], ["warm"], ["cache"], ["cache", "stats"], ["cache", "purge"], ["check"], ["nginx-conf"]]
+
+
+def write_config(tmp_path: Path, media: Path, origin: str | None = None, detector: str = "none") -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(f'[cache]\ndir = "{tmp_path / "cache"}"\n[faces]\ndetector = "{detector}"\n'
+                    f'[[libraries]]\nid = "lib"\norigin = "{origin or media}"\nsecret = "s"\n')
+    return path
+
+
+@pytest.mark.parametrize("verb", VERBS, ids=" ".join)
+def test_every_verb_has_help(verb: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main([*verb, "--help"])
+    assert exit_.value.code == 0
+    assert "usage: preview-proxy" in capsys.readouterr().out
+
+
+def test_top_level_help_lists_every_verb(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for verb in ("serve", "warm", "cache", "check", "nginx-conf"):
+        assert verb in out
+
+
+def test_warm_renders_once_then_skips(tmp_path: Path, media: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    config = write_config(tmp_path, media)
+    images = (".jpg", ".png", ".webp", ".gif")
+    previewable = [p for p in media.rglob("*") if p.is_file() and p.suffix in images]
+    assert main(["warm", "--config", str(config), "--library", "lib", "--sizes", "64,32", "--quiet"]) == 1
+    out = capsys.readouterr().out
+    # broken.jpg cannot be decoded: reported with its reason, the rest rendered
+    assert f"rendered {2 * (len(previewable) - 1)}, skipped 0" in out
+    assert "2 x UnsupportedMedia" in out
+    renders = [p for p in (tmp_path / "cache").rglob("*") if p.is_file() and not p.name.startswith(".")]
+    assert len(renders) == 2 * (len(previewable) - 1)
+    assert main(["warm", "--config", str(config), "--library", "lib", "--sizes", "64", "--quiet",
+                 "landscape.jpg", "portrait.jpg"]) == 0
+    assert "rendered 0, skipped 2" in capsys.readouterr().out
+
+
+def test_cache_stats_and_purge(tmp_path: Path, media: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = write_config(tmp_path, media)
+    main(["warm", "--config", str(config), "--library", "lib", "--sizes", "40", "--quiet",
+          "landscape.jpg", "portrait.jpg", "astronaut.png"])
+    capsys.readouterr()
+    assert main(["cache", "stats", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "3 renders" in out and "lib: 3 renders" in out
+    old = next((tmp_path / "cache").rglob("*.png"))
+    os.utime(old, (time.time() - 10 * 86400, time.time() - 10 * 86400))
+    assert main(["cache", "purge", "--config", str(config), "--older-than", "7d"]) == 0
+    assert "removed 1 renders" in capsys.readouterr().out and not old.exists()
+    assert main(["cache", "purge", "--config", str(config), "--library", "lib"]) == 0
+    assert "removed 2 renders" in capsys.readouterr().out
+    assert main(["cache", "purge", "--config", str(config), "--older-than", "soon"]) == 2
+
+
+def test_check_reports_an_unreachable_origin(tmp_path: Path, media: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "--config", str(write_config(tmp_path, media, detector="auto"))]) == 0
+    assert "Haar cascades are in use" in capsys.readouterr().out  # no model configured: says how
+    bad = write_config(tmp_path, media, origin="http://127.0.0.1:9/")
+    assert main(["check", "--config", str(bad)]) == 1
+    assert "http://127.0.0.1:9/ is unreachable" in capsys.readouterr().out
+
+
+def test_a_bad_config_names_the_key_and_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text('[server]\nport = "eighty"\n[[libraries]]\nid = "x"\norigin = "/nonexistent"\n')
+    assert main(["check", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and "[server] port" in err and "/nonexistent" in err
+
+
+def test_nginx_conf_prints_a_config(tmp_path: Path, media: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = write_config(tmp_path, media)
+    assert main(["nginx-conf", "--config", str(config), "--listen", "127.0.0.1:8081",
+                 "--upstream", "127.0.0.1:9001", "--upstream", "127.0.0.1:9002"]) == 0
+    out = capsys.readouterr().out
+    assert "server 127.0.0.1:9001" in out and "server 127.0.0.1:9002" in out
+    assert "listen 127.0.0.1:8081" in out
+    assert main(["nginx-conf", "--config", str(config), "--listen", "nonsense"]) == 2
