@@ -21,7 +21,8 @@ from .config import Config, ConfigError, LibraryConfig, load_config
 from .demo import DEMO_ID, seed_demo
 from .faces import detector_name
 from .nginx import render_nginx_conf
-from .tools import cache_purge, cache_stats, check_origins, human_bytes, parse_duration, warm
+from .origin import check_origins
+from .tools import cache_purge, cache_stats, human_bytes, parse_duration, warm
 from .workers import supervise
 
 DEFAULT_CONFIG = "config/preview-proxy.toml"

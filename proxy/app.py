@@ -6,6 +6,7 @@ Used by the server (``__main__``) and by the tests alike.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -14,10 +15,11 @@ from aiohttp import web
 
 from .cache import DiskCache
 from .config import Config
+from .faces import detector_name
 from .keys import CACHE, CONFIG, METRICS, ORIGINS, POOL, PREVIEWS, STORE
 from .metrics import Metrics
 from .middleware import AccessLog, make_middleware
-from .origin import make_origin
+from .origin import check_origins, make_origin
 from .pool import RenderPool
 from .render import configure_vips
 from .routes.assets import asset_route
@@ -46,8 +48,10 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
     app[STORE] = open_store(config.store.url)
     app[PREVIEWS] = Previews(config, origins, cache, pool, app[METRICS])
     resync = asyncio.create_task(_resync_forever(cache))
+    checks = asyncio.create_task(_warn_at_start(config))
     yield
     resync.cancel()
+    checks.cancel()
     for origin in origins.values():
         await origin.close()
     await app[STORE].close()
@@ -64,6 +68,18 @@ async def _resync_forever(cache: DiskCache) -> None:
             await cache.resync()
         except OSError as exc:  # a full or vanished disk must not end the loop
             logging.getLogger("proxy.cache").warning('{"event": "cache_resync_failed", "error": "%s"}', exc)
+
+
+async def _warn_at_start(config: Config) -> None:
+    """Say at start what will go wrong later: an unreachable origin, no YuNet model."""
+    log = logging.getLogger("proxy")
+    name = detector_name(config.faces)
+    if name == "haar" and config.faces.detector == "auto":
+        log.warning('{"event": "no_face_model", "detector": "haar", "hint": "set [faces] model to '
+                    'face_detection_yunet_2023mar.onnx (OpenCV Zoo, models/face_detection_yunet) '
+                    'for better crops; the Haar cascades are in use"}')
+    for problem in await check_origins(config):
+        log.warning(json.dumps({"event": "origin_problem", "problem": problem}))
 
 
 async def _flush(access_log: AccessLog) -> None:

@@ -19,7 +19,7 @@ from urllib.parse import quote, urljoin, urlsplit
 
 import aiohttp
 
-from .config import LimitsConfig
+from .config import Config, LimitsConfig
 from .errors import FileNotFound, OriginError, OriginTimeout, SourceTooLarge
 from .render import Source
 
@@ -131,6 +131,12 @@ class HttpOrigin(Origin):
                 resp = await self.session.request(method, url, headers=headers, allow_redirects=False)
             except TimeoutError:
                 raise OriginTimeout() from None
+            except aiohttp.ClientResponseError:
+                if method != "HEAD":
+                    raise OriginError("the origin sent a malformed response") from None
+                # some servers send the body after a HEAD answer (aiohttp: "Data after Connection:
+                # close"): ask again with a GET whose body is never read
+                return await self._head_by_get(space, rel, headers)
             except (aiohttp.ClientError, OSError) as exc:
                 raise OriginError(f"the origin failed: {type(exc).__name__}") from None
             if resp.status in (301, 302, 303, 307, 308):
@@ -222,3 +228,22 @@ def make_origin(origin: str, limits: LimitsConfig, io: Executor) -> Origin:
     if origin.startswith(("http://", "https://")):
         return HttpOrigin(origin, limits)
     return LocalOrigin(origin, limits, io)
+
+
+async def check_origins(config: Config) -> list[str]:
+    """Problems reaching each library's origin (a folder that cannot be read, a URL that fails)."""
+    problems = []
+    for lib in config.libraries:
+        if not lib.is_http:
+            if not os.access(lib.origin, os.R_OK | os.X_OK):
+                problems.append(f"library {lib.id!r}: folder {lib.origin!r} cannot be read")
+            continue
+        timeout = aiohttp.ClientTimeout(total=min(config.limits.origin_timeout, 10))
+        try:
+            async with aiohttp.ClientSession(timeout=timeout) as session, \
+                    session.head(lib.origin, allow_redirects=False) as resp:
+                if resp.status >= 500:
+                    problems.append(f"library {lib.id!r}: origin {lib.origin} answered {resp.status}")
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            problems.append(f"library {lib.id!r}: origin {lib.origin} is unreachable ({type(exc).__name__})")
+    return problems

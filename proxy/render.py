@@ -31,11 +31,35 @@ LOADER_FAMILY = {
 ALPHA_FAMILIES = frozenset({"png", "webp", "avif", "gif"})
 
 
+# The libvips loader classes behind LOADER_FAMILY (gifload is VipsForeignLoadNsgif). Every other
+# loader class this libvips build has is blocked at the libvips level too, so a file that sniffs as
+# CSV, matrix, raw, SVG, PDF, .v, ... never reaches its parser whatever the file is named.
+SERVED_LOADERS = frozenset({
+    "VipsForeignLoadJpeg", "VipsForeignLoadUhdr", "VipsForeignLoadPng", "VipsForeignLoadNsgif",
+    "VipsForeignLoadWebp", "VipsForeignLoadHeif", "VipsForeignLoadTiff",
+})
+
+
+def loader_classes() -> list[str]:
+    """The direct subclasses of VipsForeignLoad in this libvips build (one per file format)."""
+    names: list[str] = []
+
+    def add(gtype: int, _a: object, _b: object) -> object:
+        names.append(pyvips.type_name(gtype))
+        return pyvips.ffi.NULL  # the C callback wants a pointer back: NULL means "go on"
+
+    pyvips.type_map(pyvips.type_from_name("VipsForeignLoad"), add)
+    return names
+
+
 def configure_vips() -> None:
-    """Process-wide libvips settings: no operation cache, one thread per render, untrusted loaders off."""
+    """Process-wide libvips settings: no operation cache, one thread per render, only our loaders."""
     pyvips.cache_set_max(0)
     pyvips.concurrency_set(1)
     pyvips.block_untrusted_set(True)
+    for name in loader_classes():
+        if name not in SERVED_LOADERS:  # blocking a class blocks its _file/_buffer/_source children
+            pyvips.operation_block_set(name, True)
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,19 +22,25 @@ from aiocache.serializers import StringSerializer
 from .errors import ApiError
 
 PREFIX = "preview-proxy"
-# Redis: the read and the TTL renewal of a sliding entry in one round trip (and atomically, so a
-# concurrent delete cannot be undone by a late EXPIRE: EXPIRE on a missing key is a no-op).
+# Redis: reads of sliding entries and their TTL renewal, for every key of a batch, in one round trip
+# (and atomically per key, so a concurrent delete cannot be undone by a late EXPIRE: EXPIRE on a
+# missing key is a no-op). ARGV[1] names the value's field holding its TTL in seconds.
 _SLIDING_GET = """
-local v = redis.call('GET', KEYS[1])
-if v then
-  local ok, d = pcall(cjson.decode, v)
-  if ok and type(d) == 'table' then
-    local t = tonumber(d[ARGV[1]])
-    if t and t > 0 then redis.call('EXPIRE', KEYS[1], math.floor(t)) end
+local out = {}
+for i, key in ipairs(KEYS) do
+  local v = redis.call('GET', key)
+  out[i] = v
+  if v then
+    local ok, d = pcall(cjson.decode, v)
+    if ok and type(d) == 'table' then
+      local t = tonumber(d[ARGV[1]])
+      if t and t > 0 then redis.call('EXPIRE', key, math.floor(t)) end
+    end
   end
 end
-return v
+return out
 """
+_BATCH = 256  # keys per script call at most
 _REDIS_TIMEOUT = 2.0  # seconds: a store that does not answer fails the request, it does not hang it
 _REDIS_CONNECTIONS = 32
 
@@ -152,30 +158,49 @@ class RedisStore(Store):
         super().__init__(cache)
         self._client = cache.client
         self._sliding = self._client.register_script(_SLIDING_GET)
-        self._inflight: dict[str, asyncio.Future[Any]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        # (ttl_field, full key, waiter) of reads queued during this turn of the event loop
+        self._pending: list[tuple[str, str, asyncio.Future[Any]]] = []
 
     async def get_json_sliding(self, ns: str, key: str, ttl_field: str) -> Any | None:
-        """As ``Store.get_json_sliding``; concurrent reads of one key share one round trip (a page of
-        thumbnails carries one token: 50 requests at once cost one Redis call, not 50)."""
-        full = self.key(ns, key)
-        shared = self._inflight.get(full)
-        if shared is None:
-            shared = asyncio.ensure_future(self._redis(self._sliding(keys=[full], args=[ttl_field])))
-            self._inflight[full] = shared
-            shared.add_done_callback(lambda f: self._settled(full, f))
-        # shield: one waiter's cancellation (a client that hung up) must not cancel the others' read
-        return _loads(await asyncio.shield(shared))
+        """As ``Store.get_json_sliding``. The reads queued in one turn of the event loop go to Redis
+        as one script call (a page of 50 thumbnails: one round trip, not 50). Each read is still sent
+        after its request arrived, so a revocation that completed before is always seen."""
+        waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if not self._pending:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._pending.append((ttl_field, self.key(ns, key), waiter))
+        return _loads(await waiter)
 
-    def _settled(self, full: str, future: asyncio.Future[Any]) -> None:
-        if self._inflight.get(full) is future:
-            del self._inflight[full]
-        if not future.cancelled():
-            future.exception()  # retrieved: no "never retrieved" warning when every waiter left
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, []
+        by_field: dict[str, list[tuple[str, asyncio.Future[Any]]]] = {}
+        for ttl_field, full, waiter in pending:
+            by_field.setdefault(ttl_field, []).append((full, waiter))
+        for ttl_field, reads in by_field.items():
+            for i in range(0, len(reads), _BATCH):
+                task = asyncio.ensure_future(self._read_batch(ttl_field, reads[i:i + _BATCH]))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
 
-    async def delete(self, ns: str, key: str) -> bool:
-        # a read started before this delete must not be joined by requests that come after it
-        self._inflight.pop(self.key(ns, key), None)
-        return await super().delete(ns, key)
+    async def _read_batch(self, ttl_field: str, reads: list[tuple[str, asyncio.Future[Any]]]) -> None:
+        keys = list(dict.fromkeys(full for full, _ in reads))  # one key asked twice: read once
+        try:
+            values = dict(zip(keys, await self._redis(self._sliding(keys=keys, args=[ttl_field])),
+                              strict=True))
+        except Exception as exc:  # every waiter gets the failure (StoreUnavailable: fail closed)
+            for _, waiter in reads:
+                if not waiter.done():
+                    waiter.set_exception(exc)
+            return
+        for full, waiter in reads:
+            if not waiter.done():  # a waiter whose client hung up was cancelled
+                waiter.set_result(values[full])
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            await asyncio.wait([task])
+        await super().close()
 
     async def add_member(self, ns: str, key: str, member: str) -> int:
         full = self.key(ns, key)

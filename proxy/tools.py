@@ -166,27 +166,6 @@ def cache_purge(config: Config, library: str = "", older_than: float = 0.0) -> t
     return files, freed
 
 
-async def check_origins(config: Config) -> list[str]:
-    """Problems reaching each library's origin (a folder that cannot be read, a URL that fails)."""
-    import aiohttp
-
-    problems = []
-    for lib in config.libraries:
-        if not lib.is_http:
-            if not os.access(lib.origin, os.R_OK | os.X_OK):
-                problems.append(f"library {lib.id!r}: folder {lib.origin!r} cannot be read")
-            continue
-        timeout = aiohttp.ClientTimeout(total=min(config.limits.origin_timeout, 10))
-        try:
-            async with aiohttp.ClientSession(timeout=timeout) as session, \
-                    session.head(lib.origin, allow_redirects=False) as resp:
-                if resp.status >= 500:
-                    problems.append(f"library {lib.id!r}: origin {lib.origin} answered {resp.status}")
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            problems.append(f"library {lib.id!r}: origin {lib.origin} is unreachable ({type(exc).__name__})")
-    return problems
-
-
 def human_bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":

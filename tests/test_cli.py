@@ -95,3 +95,21 @@ def test_nginx_conf_prints_a_config(tmp_path: Path, media: Path, capsys: pytest.
     assert "server 127.0.0.1:9001" in out and "server 127.0.0.1:9002" in out
     assert "listen 127.0.0.1:8081" in out
     assert main(["nginx-conf", "--config", str(config), "--listen", "nonsense"]) == 2
+
+
+async def test_start_up_warns_of_an_unreachable_origin_and_a_missing_model(
+        aiohttp_client, make_config, caplog: pytest.LogCaptureFixture) -> None:
+    import asyncio
+
+    from proxy.app import create_app
+
+    cfg = make_config(faces={"detector": "auto"},
+                      libraries=[{"id": "web", "origin": "http://127.0.0.1:9/", "secret": "s"}])
+    caplog.set_level("WARNING", logger="proxy")
+    await aiohttp_client(create_app(cfg))
+    for _ in range(100):
+        if "origin_problem" in caplog.text:
+            break
+        await asyncio.sleep(0.05)
+    assert "http://127.0.0.1:9/ is unreachable" in caplog.text
+    assert "no_face_model" in caplog.text and "face_detection_yunet_2023mar.onnx" in caplog.text
