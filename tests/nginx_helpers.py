@@ -93,3 +93,15 @@ class Service:
             self.proc.send_signal(sig)
             return self.proc.wait(timeout=60)
         return self.proc.returncode if self.proc else None
+
+
+def chromium(url: str, profile: Path, screenshot: Path | None = None, size: str = "1100,700") -> str:
+    """Load ``url`` in headless Chromium; return the DOM after load (and save a screenshot)."""
+    flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={profile}", "--virtual-time-budget=15000", f"--window-size={size}"]
+    dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
+    if screenshot is not None:
+        screenshot.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([*flags, f"--screenshot={screenshot}", url], capture_output=True, timeout=120)
+    return dom

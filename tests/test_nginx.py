@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import re
 import signal
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ from pathlib import Path
 import pytest
 import pyvips
 from conftest import ROOT, free_port, write_media
-from nginx_helpers import CHROMIUM, NGINX, Nginx, Service, get
+from nginx_helpers import CHROMIUM, NGINX, Nginx, Service, chromium, get
 
 from proxy.access import sign
 from proxy.config import load_config
@@ -216,15 +215,9 @@ window.addEventListener("load", () => {{
     server = ThreadingHTTPServer(("127.0.0.1", 0), partial(SimpleHTTPRequestHandler, directory=str(page)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/index.html"
-    flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=15000"]
+    shot = ARTIFACTS / "nginx-page.png"
     try:
-        dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
-        ARTIFACTS.mkdir(exist_ok=True)
-        shot = ARTIFACTS / "nginx-page.png"
-        subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1100,700", url],
-                       capture_output=True, timeout=120)
+        dom = chromium(url, tmp_path / "profile", shot)
     finally:
         server.shutdown()
     m = re.search(r'data-widths="([^"]*)"', dom)
