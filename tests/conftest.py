@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import shutil
 import socket
@@ -233,3 +234,10 @@ def redis_url(redis_server: str) -> str:
     client.flushdb()
     client.close()
     return redis_server
+
+
+async def log_lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
+    """The access log's JSON lines so far (the service hands them to logging in batches, within 50 ms)."""
+    await asyncio.sleep(0.2)
+    return [json.loads(line) for r in caplog.records if r.name == "proxy.access"
+            for line in r.getMessage().splitlines()]
