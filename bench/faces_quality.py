@@ -122,8 +122,8 @@ def main() -> None:
                      seconds[len(seconds) // 2] * 1000))
         if args.failures:
             print(f"{detector} misses: {misses}", file=sys.stderr)
-    print(f"| detector | all cases | with faces | no face (centre kept) | median detect ms |\n"
-          f"|---|---|---|---|---|")
+    print("| detector | all cases | with faces | no face (centre kept) | median detect ms |\n"
+          "|---|---|---|---|---|")
     for d, h, n, fh, ft, nh, nt, ms in rows:
         print(f"| {d} | {h}/{n} ({100 * h / n:.0f}%) | {fh}/{ft} ({100 * fh / max(ft, 1):.0f}%) | "
               f"{nh}/{nt} | {ms:.1f} |")

@@ -215,12 +215,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.config is None:
         args.config = os.environ.get("PREVIEW_PROXY_CONFIG") or DEFAULT_CONFIG
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    # the service logs a JSON line per request; the operator's tools only warnings
+    logging.basicConfig(level=logging.INFO if args.verb == "serve" else logging.WARNING,
+                        format="%(message)s", stream=sys.stdout if args.verb == "serve" else sys.stderr)
     logging.getLogger("pyvips").setLevel(logging.WARNING)  # libvips' own chatter is not a log line
     handlers = {"nginx-conf": _nginx_conf, "warm": _warm, "cache": _cache, "check": _check}
     if args.verb in handlers:
-        if args.verb != "nginx-conf":
-            logging.getLogger("proxy.access").setLevel(logging.WARNING)
         return handlers[args.verb](args)
     workers = args.workers if args.workers > 0 else (os.cpu_count() or 1)
     if workers > 1:

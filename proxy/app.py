@@ -23,6 +23,7 @@ from .origin import check_origins, make_origin
 from .pool import RenderPool
 from .render import configure_vips
 from .routes.assets import asset_route
+from .routes.docs import openapi
 from .routes.files import FILE_PREFIX, file_route, mount_route
 from .routes.gallery import gallery
 from .routes.health import healthz, metrics
@@ -46,7 +47,7 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
     origins = {lib.id: make_origin(lib.origin, config.limits, io) for lib in config.libraries}
     app[POOL], app[CACHE], app[ORIGINS] = pool, cache, origins
     app[STORE] = open_store(config.store.url)
-    app[PREVIEWS] = Previews(config, origins, cache, pool, app[METRICS])
+    app[PREVIEWS] = Previews(config, origins, cache, pool, app[METRICS], app[STORE])
     resync = asyncio.create_task(_resync_forever(cache))
     checks = asyncio.create_task(_warn_at_start(config))
     yield
@@ -105,4 +106,5 @@ def create_app(config: Config) -> web.Application:
     router.add_get("/", gallery)
     router.add_get("/healthz", healthz)
     router.add_get("/metrics", metrics)
+    router.add_get("/openapi.yaml", openapi)
     return app

@@ -154,6 +154,6 @@ def detect(rgb: np.ndarray, cfg: FacesConfig) -> Detection:
         faces = tuple(instance(rgb))
         return Detection(faces, name, time.perf_counter() - started)
     except Exception as exc:  # cv2.error, a bad model file, ...: degrade, never fail the render
-        log.warning('{"event": "face_detection_failed", "detector": "%s", "error": "%s"}',
+        log.warning('{"event": "face_detection_failed", "detector": "%s", "error": "%s", "crop": "centre"}',
                     name, type(exc).__name__)
         return Detection((), name, time.perf_counter() - started, failed=True)

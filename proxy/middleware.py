@@ -25,10 +25,10 @@ errors_log = logging.getLogger("proxy.error")
 _INCOMING_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-REQUEST_ID = "request_id"  # request-scoped values (plain keys: aiohttp's Request is a dict)
-CACHE = "cache"            # "hit" / "miss" / None for the log line
-USER = "user"              # the user an admin token acts as, for the log line
-LOG_PATH = "log_path"      # the path to log instead of request.path (routes with a token in the path)
+REQUEST_ID = web.RequestKey("request_id", str)  # request-scoped values for the log line
+CACHE = web.RequestKey("cache", str)            # "hit" / "miss" / None for the log line
+USER = web.RequestKey("user", str)              # the user an admin token acts as, for the log line
+LOG_PATH = web.RequestKey("log_path", str)      # logged instead of request.path (a token in the path)
 
 
 def error_response(request: web.Request, exc: ApiError, request_id: str) -> web.Response:

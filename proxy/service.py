@@ -6,6 +6,7 @@ faces): the core runs only through ``RenderPool.run``.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, replace
@@ -21,12 +22,16 @@ from .origin import HttpOrigin, Origin, SourceStat
 from .pipeline import Job, render
 from .pool import RenderPool
 from .request import FileRef, PreviewOptions
+from .store import Store
 from .types import Face, Fit, MediaKind
 
 ORIGINALS = "o/"  # asset_prefix + "o/{library}/{space}/{path}": originals, for download links
 PRIVATE = "p/"    # asset_prefix + "p/...": renders of private content, served only with a signature
 _FAMILY_BY_EXTENSION = {"png": "png", "gif": "gif", "webp": "webp", "avif": "avif"}
 MAX_VERSIONS = 100_000
+FACES_NS = "faces"
+FACES_TTL = 30 * 86400  # keyed by the source version: a changed photo is a new key anyway
+log = logging.getLogger("proxy.faces")
 
 
 def output_family(ref: FileRef, options: PreviewOptions) -> str:
@@ -48,16 +53,16 @@ class Decision:
 
 class Previews:
     def __init__(self, config: Config, origins: dict[str, Origin], cache: DiskCache, pool: RenderPool,
-                 metrics: Metrics) -> None:
+                 metrics: Metrics, store: Store) -> None:
         self.config = config
         self.origins = origins
         self.cache = cache
         self.pool = pool
         self.metrics = metrics
+        self.store = store
         self._versions: OrderedDict[tuple[str, str, str], tuple[SourceStat, float]] = OrderedDict()
-        # face boxes per source version: every size of one photo detects once
-        self._faces: OrderedDict[tuple[str, str, str, str], tuple[Face, ...]] = OrderedDict()
-        metrics.detector.labels(detector_name(config.faces)).set(1)
+        self.detector = detector_name(config.faces)
+        metrics.detector.labels(self.detector).set(1)
 
     # ---- source versions -------------------------------------------------------------------------
 
@@ -76,16 +81,35 @@ class Previews:
         self._remember(vkey, st)
         return st
 
-    def _record_detection(self, faces_key: tuple[str, str, str, str], detection: Detection) -> None:
+    # ---- face boxes, per source version (every size of one photo detects once) ------------------
+
+    def _faces_key(self, lib: LibraryConfig, space: str, ref: FileRef, version: str) -> str:
+        return cache_key(self.detector, lib.id, space, ref.path, version)
+
+    async def _known_faces(self, key: str) -> tuple[Face, ...] | None:
+        """Faces found before in this source version; None when unknown (or the store is down)."""
+        try:
+            raw = await self.store.get_json(FACES_NS, key)
+        except Exception as exc:  # the store is an optimisation here: detect again, never fail
+            log.warning('{"event": "face_cache_unavailable", "error": "%s"}', type(exc).__name__)
+            return None
+        try:
+            return None if raw is None else tuple(Face(*map(float, row)) for row in raw)
+        except (TypeError, ValueError):
+            return None
+
+    async def _record_detection(self, key: str, detection: Detection) -> None:
         self.metrics.detect_seconds.labels(detection.detector).observe(detection.seconds)
-        if detection.failed:  # not cached: the next render tries again
+        if detection.failed:  # logged by faces.detect; not kept: the next render tries again
             self.metrics.detect_failures.inc()
             return
         self.metrics.faces.observe(len(detection.faces))
-        self._faces[faces_key] = detection.faces
-        self._faces.move_to_end(faces_key)
-        while len(self._faces) > MAX_VERSIONS:
-            self._faces.popitem(last=False)
+        rows = [[round(f.x, 1), round(f.y, 1), round(f.w, 1), round(f.h, 1), round(f.score, 3)]
+                for f in detection.faces]
+        try:
+            await self.store.set_json(FACES_NS, key, rows, FACES_TTL)
+        except Exception as exc:
+            log.warning('{"event": "face_cache_unavailable", "error": "%s"}', type(exc).__name__)
 
     def _remember(self, vkey: tuple[str, str, str], st: SourceStat) -> None:
         self._versions[vkey] = (st, time.monotonic() + self.config.cache.version_ttl)
@@ -152,13 +176,14 @@ class Previews:
         if fetched.version != st.version:  # changed under us: the render is of what we fetched
             self._remember((lib.id, space, ref.path), fetched)
         started = time.perf_counter()
-        faces_key = (lib.id, space, ref.path, fetched.version)
-        known = self._faces.get(faces_key) if options.sizing.fit is Fit.SQUARE else None
+        faces_key = self._faces_key(lib, space, ref, fetched.version)
+        square = options.sizing.fit is Fit.SQUARE and self.detector != "none"
+        known = await self._known_faces(faces_key) if square else None
         job = Job(source, kind_of(ref.extension), ref.extension, replace(options, format=family), known)
         outcome = await self.pool.run(render, job, self.config)
         self.metrics.render_seconds.labels(job.kind.value).observe(time.perf_counter() - started)
         if outcome.detection is not None:
-            self._record_detection(faces_key, outcome.detection)
+            await self._record_detection(faces_key, outcome.detection)
         await self.cache.put(rel, outcome.rendered.data)
         self.metrics.cache_bytes.set(self.cache.bytes)
         self.metrics.cache_files.set(self.cache.files)

@@ -166,3 +166,17 @@ async def test_yunet_on_corpus_photos(aiohttp_client: Any, make_config: Any, med
     source = pyvips.Image.new_from_file(str(media / name))
     left, top = locate(render, source)
     assert contains(left, top, min(source.width, source.height), box, slack=20), (left, top)
+
+
+async def test_detections_outlive_a_restart_with_the_redis_store(aiohttp_client: Any, make_config: Any,
+                                                                 media: Path, redis_url: str) -> None:
+    name, _, _ = place(media, "right")
+    config = make_config(faces={"detector": "haar"}, store={"url": redis_url})
+    first = await aiohttp_client(create_app(config))
+    await preview(first, name, "size=100")
+    await first.close()
+    second = await aiohttp_client(create_app(config))  # a new process's worth of state, same store
+    await preview(second, name, "size=150")
+    text = await (await second.get("/metrics")).text()
+    assert re.search(r'preview_render_seconds_count\{kind="image"\} 1\.0', text)
+    assert not re.search(r"preview_face_detect_seconds_count\{[^}]*\} [1-9]", text)

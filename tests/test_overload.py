@@ -1,0 +1,97 @@
+"""Overload: ``render_concurrency`` renders at once, ``queue_limit`` waiting, 429 with Retry-After beyond,
+never another error; a client that goes away does not cancel the render others wait for."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pyvips
+from aiohttp.test_utils import TestClient
+from conftest import ConfigFactory
+
+from proxy.app import create_app
+
+SLOTS, QUEUE = 1, 2
+
+
+def slow_source(folder: Path, name: str = "big.png") -> str:
+    """A PNG large enough that one render takes a good fraction of a second (PNG: no shrink-on-load)."""
+    image = pyvips.Image.gaussnoise(3000, 2000, mean=128, sigma=40).cast("uchar")
+    image.bandjoin([image, image]).copy(interpretation="srgb").pngsave(str(folder / name), compression=1)
+    return name
+
+
+async def cold(client: TestClient, name: str, size: int) -> tuple[int, dict[str, str], bytes]:
+    resp = await client.get(f"/api/v1/file/lib/-/{name}?preview&size={size}", allow_redirects=False)
+    return resp.status, dict(resp.headers), await resp.read()
+
+
+async def test_over_the_queue_is_429_and_nothing_else(aiohttp_client: Any, make_config: ConfigFactory,
+                                                      media: Path) -> None:
+    name = slow_source(media)
+    config = make_config(limits={"render_concurrency": SLOTS, "queue_limit": QUEUE})
+    client = await aiohttp_client(create_app(config))
+    # distinct sizes: distinct cache keys, so single-flight cannot merge them
+    results = await asyncio.gather(*(cold(client, name, 100 + i) for i in range(12)))
+    statuses = sorted(status for status, _h, _b in results)
+    assert set(statuses) <= {302, 429}, statuses
+    assert statuses.count(302) >= SLOTS + QUEUE
+    assert statuses.count(429) >= 12 - SLOTS - QUEUE - 2  # a render may finish while others arrive
+    for status, headers, body in results:
+        if status == 429:
+            assert int(headers["Retry-After"]) >= 1
+            assert b'"RateLimitExceeded"' in body and headers["Content-Type"].startswith("application/json")
+    # the service recovers: the refused sizes render now
+    assert (await cold(client, name, 111))[0] == 302
+
+
+async def test_cached_requests_are_not_refused_under_load(aiohttp_client: Any, make_config: ConfigFactory,
+                                                         media: Path) -> None:
+    """429 is about renders: a cached preview is answered while the queue is full."""
+    name = slow_source(media)
+    config = make_config(limits={"render_concurrency": SLOTS, "queue_limit": QUEUE})
+    client = await aiohttp_client(create_app(config))
+    assert (await cold(client, "landscape.jpg", 64))[0] == 302
+    load = [asyncio.create_task(cold(client, name, 100 + i)) for i in range(8)]
+    await asyncio.sleep(0.05)
+    assert (await cold(client, "landscape.jpg", 64))[0] == 302
+    await asyncio.gather(*load)
+
+
+async def test_a_client_going_away_does_not_cancel_the_render(aiohttp_client: Any,
+                                                              make_config: ConfigFactory,
+                                                              media: Path, tmp_path: Path) -> None:
+    name = slow_source(media)
+    client = await aiohttp_client(create_app(make_config()))
+    url = f"/api/v1/file/lib/-/{name}?preview&size=150"
+    # the impatient client hangs up long before the render is done
+    with contextlib.suppress(TimeoutError, asyncio.TimeoutError, aiohttp.ClientError):
+        await client.get(url, allow_redirects=False, timeout=aiohttp.ClientTimeout(total=0.05))
+    # the patient one asks for the same render meanwhile and gets it
+    resp = await client.get(url, allow_redirects=False)
+    assert resp.status == 302
+    await asyncio.sleep(0.1)
+    renders = [p for p in (tmp_path / "cache").rglob("*.png") if ".locks" not in p.parts]
+    assert len(renders) == 1
+
+
+async def test_one_render_for_many_waiters_of_which_some_leave(aiohttp_client: Any,
+                                                               make_config: ConfigFactory,
+                                                               media: Path) -> None:
+    name = slow_source(media)
+    client = await aiohttp_client(create_app(make_config()))
+    url = f"/api/v1/file/lib/-/{name}?preview&size=90"
+
+    async def leaver() -> None:
+        with contextlib.suppress(TimeoutError, asyncio.TimeoutError, aiohttp.ClientError):
+            await client.get(url, allow_redirects=False, timeout=aiohttp.ClientTimeout(total=0.1))
+
+    async def stayer() -> int:
+        return (await client.get(url, allow_redirects=False)).status
+
+    results = await asyncio.gather(*(leaver() for _ in range(5)), *(stayer() for _ in range(10)))
+    assert [r for r in results if r is not None] == [302] * 10
