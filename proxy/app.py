@@ -15,8 +15,9 @@ from aiohttp import web
 
 from .cache import DiskCache
 from .config import Config
+from .decisions import Decisions
 from .faces import detector_name
-from .keys import CACHE, CONFIG, METRICS, ORIGINS, POOL, PREVIEWS, STORE
+from .keys import CACHE, CONFIG, DECISIONS, METRICS, ORIGINS, POOL, PREVIEWS, STORE
 from .metrics import Metrics
 from .middleware import AccessLog, make_middleware
 from .origin import check_origins, make_origin
@@ -48,6 +49,8 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
     app[POOL], app[CACHE], app[ORIGINS] = pool, cache, origins
     app[STORE] = open_store(config.store.url)
     app[PREVIEWS] = Previews(config, origins, cache, pool, app[METRICS], app[STORE])
+    app[DECISIONS] = Decisions(config.cache.version_ttl)
+    cache.on_evict.append(app[DECISIONS].clear)
     resync = asyncio.create_task(_resync_forever(cache))
     checks = asyncio.create_task(_warn_at_start(config))
     yield

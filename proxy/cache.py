@@ -58,6 +58,7 @@ class DiskCache:
         self._bytes = 0
         self._flights: dict[str, asyncio.Task[object]] = {}
         self.evicted = 0
+        self.on_evict: list[Callable[[], None]] = []  # e.g. the micro-cache of public 302s
 
     @property
     def bytes(self) -> int:
@@ -113,6 +114,9 @@ class DiskCache:
         for rel, entry in known.items():  # ours keep their recency order, after the strangers
             if rel in on_disk:
                 self._add(rel, entry.size, entry.checked)
+        if len(on_disk) < len(known):  # files went behind our back
+            for listener in self.on_evict:
+                listener()
         await self._evict()
 
     # ---- lookups ---------------------------------------------------------------------------------
@@ -128,6 +132,11 @@ class DiskCache:
         old = self._index.pop(rel, None)
         if old:
             self._bytes -= old.size
+
+    def touch(self, rel: str) -> None:
+        """Mark a render as just used (least recently used go first)."""
+        if rel in self._index:
+            self._index.move_to_end(rel)
 
     async def has(self, rel: str) -> bool:
         """Is the render on disk? Answers from memory, re-checking the disk now and then."""
@@ -175,6 +184,8 @@ class DiskCache:
             self._bytes -= entry.size
             victims.append(self.root / rel)
         self.evicted += len(victims)
+        for listener in self.on_evict:
+            listener()
         await asyncio.get_running_loop().run_in_executor(self.io, _unlink_all, victims)
 
     # ---- single-flight ---------------------------------------------------------------------------

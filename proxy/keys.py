@@ -6,6 +6,7 @@ from aiohttp import web
 
 from .cache import DiskCache
 from .config import Config
+from .decisions import Decisions
 from .metrics import Metrics
 from .origin import Origin
 from .pool import RenderPool
@@ -19,3 +20,4 @@ POOL = web.AppKey("pool", RenderPool)
 PREVIEWS = web.AppKey("previews", Previews)
 ORIGINS = web.AppKey("origins", dict[str, Origin])
 STORE = web.AppKey("store", Store)  # tokens, source versions, face boxes (memory or Redis)
+DECISIONS = web.AppKey("decisions", Decisions)

@@ -15,6 +15,7 @@ class Metrics:
         self.render_seconds = Histogram("preview_render_seconds", "Time to render one preview",
                                         ["kind"], buckets=_RENDER_BUCKETS, registry=r)
         self.cache = Counter("preview_cache", "Render cache lookups", ["result"], registry=r)
+        self.cache_hits = self.cache.labels("hit")  # resolved once: the hot path counts it
         self.cache_bytes = Gauge("preview_cache_bytes", "Bytes of renders on disk", registry=r)
         self.cache_files = Gauge("preview_cache_files", "Renders on disk", registry=r)
         self.origin_seconds = Histogram("preview_origin_fetch_seconds", "Time to fetch an original",

@@ -104,14 +104,18 @@ def make_middleware(metrics: Metrics, access_log: AccessLog
             counter = counters[(route, response.status)] = requests.labels(route, response.status)
         counter.inc()
         if log.isEnabledFor(logging.INFO):
-            entry = {"ts": round(time.time(), 3), "id": request_id, "method": request.method,
-                     "path": request.get(LOG_PATH) or request.path, "status": response.status,
-                     "ms": round((time.perf_counter() - started) * 1000, 2)}
-            if request.get(CACHE):
-                entry["cache"] = request[CACHE]
-            if request.get(USER):
-                entry["user"] = request[USER]
-            access_log.add(json.dumps(entry, ensure_ascii=False))
+            # formatted by hand: json.dumps of a dict is a visible share of a cached 302's cost. The id
+            # is hex or checked by _INCOMING_ID, the method a token (aiohttp's parser): neither needs
+            # escaping; the path and the user do.
+            path = json.dumps(request.get(LOG_PATH) or request.path, ensure_ascii=False)
+            line = (f'{{"ts": {time.time():.3f}, "id": "{request_id}", "method": "{request.method}", '
+                    f'"path": {path}, "status": {response.status}, '
+                    f'"ms": {(time.perf_counter() - started) * 1000:.2f}')
+            if cache := request.get(CACHE):
+                line += f', "cache": "{cache}"'
+            if user := request.get(USER):
+                line += f', "user": {json.dumps(user, ensure_ascii=False)}'
+            access_log.add(line + "}")
         return response
 
     return middleware

@@ -49,6 +49,7 @@ def output_family(ref: FileRef, options: PreviewOptions) -> str:
 class Decision:
     location: str
     cache_hit: bool | None  # None: no render involved (download link)
+    rel: str = ""           # the render's path in the disk cache
 
 
 class Previews:
@@ -151,8 +152,8 @@ class Previews:
         if not hit:
             await self.cache.once(key, lambda: self._render_once(key, lib, space, ref, st, options, family,
                                                                  rel))
-        self.metrics.cache.labels("hit" if hit else "miss").inc()
-        return Decision(self._url(self.config.cache.asset_prefix + rel, grant), hit)
+        (self.metrics.cache_hits if hit else self.metrics.cache.labels("miss")).inc()
+        return Decision(self._url(self.config.cache.asset_prefix + rel, grant), hit, rel)
 
     async def _render_once(self, key: str, lib: LibraryConfig, space: str, ref: FileRef, st: SourceStat,
                            options: PreviewOptions, family: str, rel: str) -> None:

@@ -19,7 +19,9 @@ fi
 
 PY=${PYTHON:-python3}
 [[ -x .venv/bin/python ]] || "$PY" -m venv .venv
-.venv/bin/pip install -q --disable-pip-version-check -e ".[test]"
+# (pip's warnings about this machine's local index folders are noise: filtered, its exit code kept)
+{ .venv/bin/pip install -q --disable-pip-version-check -e ".[test]" 2>&1; } \
+  | { grep -v "^WARNING: Location 'file:" || true; }
 
-.venv/bin/ruff check proxy tests bench
+.venv/bin/ruff check proxy tests bench docs locustfile.py
 exec .venv/bin/python -m pytest "$@"

@@ -7,7 +7,8 @@ from aiohttp import web
 from ..access import check_access, origin_space
 from ..config import LibraryConfig
 from ..errors import NotFound
-from ..keys import CONFIG, ORIGINS, PREVIEWS, STORE
+from ..keys import CACHE as DISK_CACHE
+from ..keys import CONFIG, DECISIONS, METRICS, ORIGINS, PREVIEWS, STORE
 from ..media import kind_of, original_content_type
 from ..middleware import CACHE, USER
 from ..request import (
@@ -43,6 +44,9 @@ async def _answer(request: web.Request, lib: LibraryConfig, ref: FileRef, query:
         decision = await previews.preview(lib, space, ref, parse_options(query), grant)
         if decision.cache_hit is not None:
             request[CACHE] = "hit" if decision.cache_hit else "miss"
+        if grant.public and decision.rel:
+            request.app[DECISIONS].put(request.raw_path, {**headers, "Location": decision.location},
+                                       decision.rel)
     else:
         decision = await previews.download(lib, space, ref, grant)
         if request.method == "HEAD":
@@ -55,8 +59,21 @@ async def _answer(request: web.Request, lib: LibraryConfig, ref: FileRef, query:
     return web.Response(status=302, headers=headers)
 
 
+def _answered(request: web.Request) -> web.Response | None:
+    """The 302 of a public preview answered moments ago, if any (see decisions.py)."""
+    known = request.app[DECISIONS].get(request.raw_path)
+    if known is None:
+        return None
+    request.app[DISK_CACHE].touch(known.rel)
+    request.app[METRICS].cache_hits.inc()
+    request[CACHE] = "hit"
+    return web.Response(status=302, headers=known.headers)
+
+
 async def file_route(request: web.Request) -> web.StreamResponse:
     """Preview (``?preview``): 302 to the render. Without it: 302 to the original (download link)."""
+    if answered := _answered(request):
+        return answered
     path, raw_query = _split(request.raw_path)
     ref = parse_file_route(path[len(FILE_PREFIX):])
     lib = request.app[CONFIG].library(ref.library)
@@ -70,6 +87,8 @@ def mount_route(lib: LibraryConfig) -> web.Handler:
     without ``preview`` the original bytes are answered (behind nginx, nginx does that itself)."""
 
     async def handler(request: web.Request) -> web.StreamResponse:
+        if answered := _answered(request):
+            return answered
         path, raw_query = _split(request.raw_path)
         ref = FileRef(lib.id, "-", decode_file_path(path[len(lib.mount):]))
         query = parse_query(raw_query)
