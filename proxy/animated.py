@@ -18,7 +18,9 @@ from .errors import SourceTooLarge, UnsupportedMedia
 from .geometry import crop_box, keep_faces, plan, scale_faces
 from .render import Probe, Rendered, Source, encode
 from .request import PreviewOptions
-from .types import Box, Face
+from .types import Box, Face, FaceFinder
+
+FIRST_FRAME_SIDE = 640  # the first frame is decoded this small to look for faces
 
 ANIMATED_FAMILIES = frozenset({"gif", "webp"})
 DEFAULT_DELAY = 100  # ms: what browsers show for a frame whose delay is missing
@@ -128,7 +130,8 @@ def encode_animation(image: pyvips.Image, family: str, page_height: int, timing:
 
 
 def render_animated(src: Source, info: Probe, options: PreviewOptions, limits: LimitsConfig,
-                    output: OutputConfig, faces: Sequence[Face] = ()) -> Rendered:
+                    output: OutputConfig, faces: Sequence[Face] = (), detect: FaceFinder | None = None
+                    ) -> Rendered:
     """An animated render: all frames (or ``frame_number`` of a GIF's) with one crop box.
 
     ``faces`` are in source coordinates, found on the first frame; the box is decided once from
@@ -145,6 +148,10 @@ def render_animated(src: Source, info: Probe, options: PreviewOptions, limits: L
             timing = Timing(tuple(stretch_delays(timing.delays, kept)), timing.loop)
         else:
             timing = None
+        if detect is not None and not faces and plan(info.width, info.height, options.sizing).side:
+            first = pyvips.Image.thumbnail_source(src.vips(), FIRST_FRAME_SIDE, height=FIRST_FRAME_SIDE,
+                                                  size="down").copy_memory()  # page 0 only
+            faces = scale_faces(detect(first), info.width / first.width)
         image, box = _frames(src, info, options, kept, faces)
         return encode_animation(image, family, box.height, timing, output)
     except pyvips.Error:

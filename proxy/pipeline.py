@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import pyvips
+
 from .animated import is_animated, render_animated
 from .config import Config
 from .debug import render_debug
 from .faces import Detection
-from .render import Rendered, Source, probe, render_still_faces
+from .render import Rendered, Source, faces_in, probe, render_still_faces
 from .request import PreviewOptions
 from .types import Face, MediaKind
 from .video import render_cover
@@ -36,14 +38,23 @@ class Outcome:
 def render(job: Job, config: Config) -> Outcome:
     """Render ``job``; raises ApiError subclasses (413, 415) for sources it must refuse."""
     faces = job.faces or ()
+    detections: list[Detection] = []
+
+    def detect(image: pyvips.Image) -> tuple[Face, ...]:
+        detections.append(faces_in(image, config.faces))
+        return detections[-1].faces
+
+    finder = detect if job.faces is None and config.faces.detector != "none" else None
     if job.kind is MediaKind.VIDEO:
-        return Outcome(render_cover(job.source, job.options, config.limits, config.output, config.video,
-                                    faces, job.extension))
+        rendered = render_cover(job.source, job.options, config.limits, config.output, config.video, faces,
+                                job.extension, finder)
+        return Outcome(rendered, detections[0] if detections else None)
     info = probe(job.source, config.limits)
     if job.options.debug:
         return Outcome(render_debug(job.source, info, job.options, config.output, config.faces))
     if is_animated(info, job.options.format or info.family):
-        return Outcome(render_animated(job.source, info, job.options, config.limits, config.output, faces))
+        rendered = render_animated(job.source, info, job.options, config.limits, config.output, faces, finder)
+        return Outcome(rendered, detections[0] if detections else None)
     rendered, detection = render_still_faces(job.source, info, job.options, config.output, config.faces,
                                              job.faces)
     return Outcome(rendered, detection)

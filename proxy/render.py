@@ -257,21 +257,30 @@ def resize_with_faces(src: Source, info: Probe, todo: Plan, faces_cfg: FacesConf
     big_size = plan(info.width, info.height, Sizing(Fit.BOX, big_side, big_side)).resize
     # in memory: the pixels are read by the detector(s) and again by the resize, decoded once
     big = thumbnail(src, info, big_size).copy_memory()
-    seconds = 0.0
-    for side in sides:
-        view = big
-        if max(big.width, big.height) > side * 1.2:
-            view = big.thumbnail_image(side, height=side).copy_memory()
-        found, detection = find_faces(view, faces_cfg)
-        seconds += detection.seconds
-        faces = tuple(scale_faces(found, info.width / view.width))
-        if view is big or keep_faces(faces, info.width, info.height) or detection.failed:
-            break
+    detection = faces_in(big, faces_cfg)
     if big.width >= todo.resize[0] and big.height >= todo.resize[1]:
         image = big.thumbnail_image(todo.resize[0], height=todo.resize[1], size="force")
     else:  # the output is larger than the detection decode: decode again at the output size
         image = thumbnail(src, info, todo.resize)
-    return image, replace(detection, faces=faces, seconds=seconds)
+    factor = info.width / big.width
+    return image, replace(detection, faces=tuple(scale_faces(detection.faces, factor)))
+
+
+def faces_in(image: pyvips.Image, faces_cfg: FacesConfig) -> Detection:
+    """Faces in a decoded image (a photo's detection decode, a video frame, a GIF's first frame), in
+    its own coordinates: looked for on a view of each of the detector's sizes in turn (no larger
+    than the image) until one finds a face."""
+    seconds = 0.0
+    for side in detect_sides(faces_cfg):
+        view = image
+        if max(image.width, image.height) > side * 1.2:
+            view = image.thumbnail_image(side, height=side).copy_memory()
+        found, detection = find_faces(view, faces_cfg)
+        seconds += detection.seconds
+        faces = tuple(scale_faces(found, image.width / view.width))
+        if view is image or keep_faces(faces, image.width, image.height) or detection.failed:
+            break
+    return replace(detection, faces=faces, seconds=seconds)
 
 
 def render_still_faces(src: Source, info: Probe, options: PreviewOptions, output: OutputConfig,

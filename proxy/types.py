@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 
 class Secret:
@@ -93,3 +95,8 @@ class Face:
     w: float
     h: float
     score: float = 1.0
+
+
+# A face detector bound to its settings: a decoded image (a pyvips.Image; this module imports no
+# image library) -> the faces in that image's coordinates.
+FaceFinder = Callable[[Any], Sequence[Face]]

@@ -25,7 +25,7 @@ from .errors import SourceTooLarge, UnsupportedMedia
 from .geometry import plan
 from .render import Rendered, Source, finish
 from .request import PreviewOptions
-from .types import Face
+from .types import Face, FaceFinder
 
 OPEN_TIMEOUT_MS = 10_000
 READ_TIMEOUT_MS = 10_000
@@ -126,13 +126,16 @@ def to_vips(frame: np.ndarray) -> pyvips.Image:
 
 
 def render_cover(src: Source, options: PreviewOptions, limits: LimitsConfig, output: OutputConfig,
-                 video: VideoConfig, faces: Sequence[Face] = (), extension: str = "") -> Rendered:
-    """A video's cover, sized and cropped as a photo would be (faces in frame coordinates); JPEG
-    unless ``options.format`` says otherwise."""
+                 video: VideoConfig, faces: Sequence[Face] = (), extension: str = "",
+                 detect: FaceFinder | None = None) -> Rendered:
+    """A video's cover, sized and cropped as a photo would be (faces in frame coordinates, or found
+    by ``detect`` on the frame for a square); JPEG unless ``options.format`` says otherwise."""
     with local_file(src, extension) as path:
         frame = cover_frame(path, limits, video.skip_black)
     image = to_vips(frame)
     todo = plan(image.width, image.height, options.sizing)
+    if todo.side and not faces and detect is not None:
+        faces = detect(image)
     try:
         if todo.resize != (image.width, image.height):
             image = image.thumbnail_image(todo.resize[0], height=todo.resize[1], size="force")
