@@ -99,8 +99,11 @@ def main() -> None:
     args = parser.parse_args()
     all_cases = cases()
     rows = []
-    for detector in ("yunet", "haar", "none"):
-        cfg = FacesConfig(detector=detector, model=args.model if detector == "yunet" else "")
+    variants_ = [("yunet", 640), ("yunet", 480), ("yunet", 0), ("haar", 0), ("none", 0)]
+    for detector, second in variants_:
+        model = args.model if detector == "yunet" else ""
+        cfg = FacesConfig(detector=detector, model=model, second_look=second)
+        label = f"{detector}, second look {second or 'off'}" if detector == "yunet" else detector
         hits = face_hits = face_total = noface_hits = noface_total = 0
         seconds: list[float] = []
         misses = []
@@ -118,10 +121,10 @@ def main() -> None:
             if not ok:
                 misses.append(name)
         seconds.sort()
-        rows.append((detector, hits, len(all_cases), face_hits, face_total, noface_hits, noface_total,
+        rows.append((label, hits, len(all_cases), face_hits, face_total, noface_hits, noface_total,
                      seconds[len(seconds) // 2] * 1000))
         if args.failures:
-            print(f"{detector} misses: {misses}", file=sys.stderr)
+            print(f"{label} misses: {misses}", file=sys.stderr)
     print("| detector | all cases | with faces | no face (centre kept) | median detect ms |\n"
           "|---|---|---|---|---|")
     for d, h, n, fh, ft, nh, nt, ms in rows:

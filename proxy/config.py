@@ -73,6 +73,7 @@ class FacesConfig:
     detector: str = "auto"
     model: str = ""
     debug: bool = False
+    second_look: int = 640  # YuNet's larger view (px) when its 320 px look finds nothing; 0: none
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +234,8 @@ def _check_ranges(cfg: dict[str, Any], problems: list[str]) -> None:
         problems.append('[faces] detector: one of "auto", "yunet", "haar", "none"')
     if faces.model and not Path(faces.model).is_file():
         problems.append(f"[faces] model: no such file {faces.model!r}")
+    if faces.second_look and not 320 < faces.second_look <= 1280:
+        problems.append("[faces] second_look: 0 (off) or 321..1280")
     out = cfg["output"]
     for key in ("jpeg_quality", "webp_quality", "avif_quality"):
         if not 1 <= getattr(out, key) <= 100:

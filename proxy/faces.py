@@ -31,12 +31,13 @@ YUNET_SCORE = 0.6    # YuNet's own threshold; geometry.keep_faces applies the pr
 YUNET_NMS = 0.3
 HAAR_MIN_NEIGHBOURS = 5  # stricter than the default 3 (a false face pulls the crop); 6 loses real ones
 MAX_FACES = 50
-# Long sides of the decodes each detector looks at, in turn, until one finds a face; chosen with
+# Long sides of the views each detector looks at, in turn, until one finds a face; chosen with
 # bench/faces_quality.py. YuNet at 320 px finds most faces in ~5-8 ms; the faces it misses there
-# (small, turned, far from the centre) it finds at 640 px (every labelled face) for ~4x the time,
-# paid only by photos with no face found at 320. Haar does better at 320 than at 640 (fewer false
-# faces in texture) and costs ~100 ms there, twice that at 640.
-DETECT_SIDES = {"yunet": (320, 640), "haar": (320,), "none": (320,)}
+# (small, turned, far from the centre) it finds on a second look at 640 px (every labelled face;
+# 94% at 480, 85% with no second look) for ~4x the time, paid only by photos with no face found
+# at 320 (``[faces] second_look``). Haar does better at 320 than at 640 (fewer false faces in
+# texture) and costs ~100 ms there, twice that at 640.
+FIRST_LOOK = 320
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +66,9 @@ def detector_name(cfg: FacesConfig) -> str:
 
 
 def detect_sides(cfg: FacesConfig) -> tuple[int, ...]:
-    return DETECT_SIDES[detector_name(cfg)]
+    if detector_name(cfg) == "yunet" and cfg.second_look:
+        return FIRST_LOOK, cfg.second_look
+    return (FIRST_LOOK,)
 
 
 class _Yunet:
