@@ -16,6 +16,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -72,20 +73,36 @@ def detect_sides(cfg: FacesConfig) -> tuple[int, ...]:
 
 
 class _Yunet:
+    """YuNet with one network per input shape. Changing a network's input size re-allocates it
+    (~15 ms, as much as a detection), and every photo has its own shape: so a view is padded (black,
+    below and right) up to a quarter of its long side, which leaves 7 shapes per view size, and each
+    shape keeps its network (~9 MB each, so at most ``MAX_SHAPES`` per render thread)."""
+
     name = "yunet"
+    MAX_SHAPES = 14  # 7 shapes for the 320 px view, 7 for the 640 px one
 
     def __init__(self, model: str) -> None:
-        import cv2
+        self._model = model
+        self._nets: dict[tuple[int, int], object] = {}
 
-        self._net = cv2.FaceDetectorYN.create(model, "", (320, 320), YUNET_SCORE, YUNET_NMS, MAX_FACES)
-        self._size = (320, 320)
+    def _net(self, shape: tuple[int, int]) -> Any:
+        net = self._nets.get(shape)
+        if net is None:
+            import cv2
+
+            if len(self._nets) >= self.MAX_SHAPES:
+                self._nets.pop(next(iter(self._nets)))
+            net = cv2.FaceDetectorYN.create(self._model, "", shape, YUNET_SCORE, YUNET_NMS, MAX_FACES)
+            self._nets[shape] = net
+        return net
 
     def __call__(self, rgb: np.ndarray) -> list[Face]:
         height, width = rgb.shape[:2]
-        if (width, height) != self._size:
-            self._net.setInputSize((width, height))
-            self._size = (width, height)
-        _, rows = self._net.detect(np.ascontiguousarray(rgb[:, :, ::-1]))  # YuNet wants BGR
+        step = max(32, max(width, height) // 4)
+        padded = (-(-width // step) * step, -(-height // step) * step)
+        bgr = np.zeros((padded[1], padded[0], 3), np.uint8)  # black below and right: no face there
+        bgr[:height, :width] = rgb[:, :, ::-1]  # YuNet wants BGR
+        _, rows = self._net(padded).detect(bgr)
         if rows is None:
             return []
         return [Face(float(r[0]), float(r[1]), float(r[2]), float(r[3]), float(r[14])) for r in rows]
