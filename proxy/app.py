@@ -10,13 +10,14 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 from aiohttp import web
 
 from .cache import DiskCache
 from .config import Config
 from .decisions import Decisions
-from .faces import detector_name
+from .faces import detector_name, warm_up
 from .keys import CACHE, CONFIG, DECISIONS, METRICS, ORIGINS, POOL, PREVIEWS, STORE
 from .metrics import Metrics
 from .middleware import AccessLog, make_middleware
@@ -45,6 +46,8 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
     pool = RenderPool(config.limits.workers, config.limits.queue_limit, app[METRICS])
     cache = DiskCache(config.cache.dir, config.cache.max_size, io, recheck=config.cache.version_ttl)
     await cache.start()
+    # each render thread loads its face detector before the first request, not during it
+    await pool.on_every_thread(partial(warm_up, config.faces))
     origins = {lib.id: make_origin(lib.origin, config.limits, io) for lib in config.libraries}
     app[POOL], app[CACHE], app[ORIGINS] = pool, cache, origins
     app[STORE] = open_store(config.store.url)

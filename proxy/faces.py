@@ -108,6 +108,15 @@ class _Yunet:
         return [Face(float(r[0]), float(r[1]), float(r[2]), float(r[3]), float(r[14])) for r in rows]
 
 
+    def warm_up(self, sides: tuple[int, ...]) -> None:
+        """Build the networks of every padded shape of these view sizes now, not on first use."""
+        for side in sides:
+            step = max(32, side // 4)
+            for short in range(step, side + 1, step):
+                for shape in {(side, short), (short, side)}:
+                    self._net(shape)
+
+
 class _Haar:
     name = "haar"
 
@@ -156,6 +165,18 @@ def _instance(cfg: FacesConfig) -> _Yunet | _Haar | None:
         instance = _Haar()
     _local.detector = (key, instance)
     return instance
+
+
+def warm_up(cfg: FacesConfig) -> None:
+    """Make this thread's detector ready (the model loaded, YuNet's networks built): at start-up, so
+    that the first requests do not pay for it."""
+    try:
+        instance = _instance(cfg)
+        if isinstance(instance, _Yunet):
+            instance.warm_up(detect_sides(cfg))
+    except Exception as exc:  # a broken model: every detection will fall back to the centre (logged)
+        log.warning('{"event": "face_detector_unavailable", "detector": "%s", "error": "%s"}',
+                    cfg.detector, type(exc).__name__)
 
 
 def detect(rgb: np.ndarray, cfg: FacesConfig) -> Detection:

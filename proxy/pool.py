@@ -8,6 +8,7 @@ queue limit is refused at once (with ``Retry-After``) instead of waiting behind 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -50,6 +51,17 @@ class RenderPool:
             self.running -= 1
             self.metrics.renders_running.set(self.running)
             self._slots.release()
+
+    async def on_every_thread(self, fn: Callable[[], object]) -> None:
+        """Run ``fn`` once on each worker thread (per-thread state such as face detectors)."""
+        barrier = threading.Barrier(self.workers)
+
+        def run() -> None:
+            fn()
+            barrier.wait(timeout=60)  # holds this thread, so each call lands on a different one
+
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(*(loop.run_in_executor(self.executor, run) for _ in range(self.workers)))
 
     def shutdown(self) -> None:
         self.executor.shutdown(wait=True, cancel_futures=False)
