@@ -29,10 +29,12 @@ from pathlib import Path
 from bench_core import VENV_BIN, free_port, photos, wait_up, write_section, wrk
 
 
-def serve(tmp: Path, media: Path, workers: int, tag: str) -> tuple[subprocess.Popen[bytes], int, Path]:
+def serve(tmp: Path, media: Path, workers: int, tag: str, threads: int = 0
+          ) -> tuple[subprocess.Popen[bytes], int, Path]:
     port = free_port()
     cfg = tmp / f"{tag}.toml"
     cfg.write_text(f'[cache]\ndir = "{tmp / ("cache-" + tag)}"\n[faces]\ndetector = "none"\n'
+                   f'[limits]\nrender_concurrency = {threads}\n'
                    f'[[libraries]]\nid = "lib"\norigin = "{media}"\nsecret = "x"\n')
     command = [str(VENV_BIN / "preview-proxy"), "serve", "--config", str(cfg), "--port", str(port),
                "--workers", str(workers)]
@@ -79,13 +81,14 @@ def main() -> None:
             copy = f"c{i}-{name}"
             shutil.copyfile(media / name, media / copy)
             names.append(copy)
-    rates: dict[int, list[float]] = {1: [], 2: []}
+    setups = [(1, 1), (2, 1), (1, 0), (2, 0)]  # (processes, render threads each; 0 = one per core)
+    rates: dict[tuple[int, int], list[float]] = {setup: [] for setup in setups}
     try:
         for run in range(2):
-            for workers in (1, 2):
-                proc, port, _ = serve(tmp, media, workers, f"w{workers}-{run}")
+            for workers, threads in setups:
+                proc, port, _ = serve(tmp, media, workers, f"w{workers}t{threads}-{run}", threads)
                 try:
-                    rates[workers].append(cold_throughput(port, names, args.clients))
+                    rates[(workers, threads)].append(cold_throughput(port, names, args.clients))
                 finally:
                     stop(proc)
         proc, port, cfg = serve(tmp, media, 1, "hot")
@@ -112,14 +115,15 @@ def main() -> None:
             stop(proc)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    one, two = statistics.median(rates[1]), statistics.median(rates[2])
+    base = statistics.median(rates[(1, 1)])
     d_rps, v_rps = statistics.median(r for r, _ in direct), statistics.median(r for r, _ in via)
     d_p99, v_p99 = statistics.median(p for _, p in direct), statistics.median(p for _, p in via)
     lines = [f"{len(names)} cold centre-crop renders (corpus photos x {args.copies}), {args.clients} "
              "clients; command: `.venv/bin/python bench/bench_workers.py`.", "",
-             "| cold renders | renders/s (median of 2) | ratio |", "|---|---|---|",
-             f"| serve --workers 1 | {one:.1f} | 1.00 |",
-             f"| serve --workers 2 | {two:.1f} | {two / one:.2f} |", "",
+             "| cold renders | render threads per process | renders/s (median of 2) | ratio |",
+             "|---|---|---|---|",
+             *(f"| serve --workers {w} | {t or 'one per core'} | {statistics.median(rates[(w, t)]):.1f} | "
+               f"{statistics.median(rates[(w, t)]) / base:.2f} |" for w, t in setups), "",
              "| cached 302s (wrk -t2 -c16) | req/s (median of 3) | p99 ms | ratio |", "|---|---|---|---|",
              f"| straight to the service | {d_rps:.0f} | {d_p99:.2f} | 1.00 |",
              f"| through nginx | {v_rps:.0f} | {v_p99:.2f} | {v_rps / d_rps:.2f} |"]
