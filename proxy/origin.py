@@ -14,6 +14,7 @@ import os
 import stat as stat_mod
 from collections.abc import AsyncIterator
 from concurrent.futures import Executor
+from contextlib import aclosing
 from dataclasses import dataclass
 from urllib.parse import quote, urljoin, urlsplit
 
@@ -192,27 +193,28 @@ class HttpOrigin(Origin):
     async def fetch(self, space: str, rel: str, known: SourceStat) -> tuple[Source, SourceStat]:
         cap = self.limits.max_source_bytes
         resp = await self._request("GET", space, rel)
-        try:
-            got = self._stat_of(resp)
-            if got.size > cap:
-                raise SourceTooLarge(f"the origin says {got.size} bytes, over the limit of {cap}")
-            body = bytearray()
-            async for chunk in resp.content.iter_chunked(CHUNK):
+        got = self._stat_of(resp)
+        if got.size > cap:
+            resp.release()
+            raise SourceTooLarge(f"the origin says {got.size} bytes, over the limit of {cap}")
+        body = bytearray()
+        async with aclosing(self._chunks(resp)) as chunks:
+            async for chunk in chunks:
                 body += chunk
                 if len(body) > cap:
                     raise SourceTooLarge(f"the source is over the limit of {cap} bytes")
-            if got.size >= 0 and len(body) != got.size:
-                raise OriginError("the origin sent a body shorter than its Content-Length")
-        except TimeoutError:
-            raise OriginTimeout() from None
-        except aiohttp.ClientError as exc:
-            raise OriginError(f"the origin failed while sending: {type(exc).__name__}") from None
-        finally:
-            resp.release()
+        if got.size >= 0 and len(body) != got.size:
+            raise OriginError("the origin sent a body shorter than its Content-Length")
         return Source(data=bytes(body)), got
 
     async def stream(self, space: str, rel: str, known: SourceStat) -> AsyncIterator[bytes]:
-        resp = await self._request("GET", space, rel)
+        async with aclosing(self._chunks(await self._request("GET", space, rel))) as chunks:
+            async for chunk in chunks:
+                yield chunk
+
+    @staticmethod
+    async def _chunks(resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+        """The body, chunk by chunk, failures typed; the connection released however it ends."""
         try:
             async for chunk in resp.content.iter_chunked(CHUNK):
                 yield chunk
