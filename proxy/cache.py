@@ -245,8 +245,8 @@ class FileLock:
     """A cross-process lock on one render key (workers sharing a cache folder render it once).
 
     ``flock`` on ``.locks/<key>``: the kernel releases it when its holder dies (kill -9 included).
-    Taken without blocking a thread: a busy lock is polled with a growing sleep, and the waiter
-    stops waiting as soon as the render it waits for is on disk.
+    Never blocks a thread: each try is a non-blocking ``flock`` in the file-system executor, a busy
+    lock is polled with a growing sleep, and the waiter stops as soon as the render is on disk.
     """
 
     def __init__(self, root: Path, key: str) -> None:
@@ -271,10 +271,12 @@ class FileLock:
         self._fd = fd
         return True
 
-    async def acquire(self, done: Callable[[], Awaitable[bool]], timeout: float = 120.0) -> bool:
+    async def acquire(self, io: Executor, done: Callable[[], Awaitable[bool]], timeout: float = 120.0
+                      ) -> bool:
         """Take the lock (True), or return False when ``done()`` says the work is finished."""
         delay, waited = 0.005, 0.0
-        while not self._try():
+        loop = asyncio.get_running_loop()
+        while not await loop.run_in_executor(io, self._try):
             if await done() or waited > timeout:
                 return False
             await asyncio.sleep(delay)

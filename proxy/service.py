@@ -159,7 +159,7 @@ class Previews:
                            options: PreviewOptions, family: str, rel: str) -> None:
         """Render unless another worker on this cache folder does (or did) it: a lock per key."""
         lock = FileLock(self.cache.root, key)
-        if not await lock.acquire(lambda: self.cache.has(rel)):
+        if not await lock.acquire(self.cache.io, lambda: self.cache.has(rel)):
             return
         try:
             if not await self.cache.has(rel):  # another worker finished it while we waited
