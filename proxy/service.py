@@ -144,8 +144,10 @@ class Previews:
             options = replace(options, debug="")  # the debug view is off: an ordinary preview
         st = await self.source_stat(lib, space, ref)
         family = output_family(ref, options)
-        key = cache_key(lib.id, space, ref.path, st.version,
-                        options.canonical(may_be_animated(ref.extension)), family)
+        canonical = options.canonical(may_be_animated(ref.extension))
+        if kind is MediaKind.VIDEO and self.config.video.skip_black:
+            canonical += ",skipblack"  # another frame: another render
+        key = cache_key(lib.id, space, ref.path, st.version, canonical, family)
         rel = key_path(key, family, lib.id)
         rel = rel if grant.public else PRIVATE + rel
         hit = await self.cache.has(rel)
