@@ -12,6 +12,9 @@ import logging
 import os
 import sys
 import tomllib
+import urllib.error
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 from aiohttp import web
@@ -168,6 +171,37 @@ def _check(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def _token(args: argparse.Namespace) -> int:
+    """Ask the running service for a token (it lives in the service's store, shared over Redis)."""
+    config = _load(args)
+    lib = config and _library(config, args.library)
+    if config is None or lib is None:
+        return 2
+    url = (args.url or f"http://{config.server.host}:{config.server.port}").rstrip("/")
+    form = {"library_id": lib.id, "library_secret": lib.secret.reveal()}
+    if args.admin:
+        form["grant"] = "admin"
+    if args.space:
+        form["space_id"] = ",".join(args.space)
+    if args.user:
+        form["user_id"] = args.user
+    if args.period:
+        form["period"] = str(args.period)
+    # POSTed as a form: the secret stays out of URLs and access logs
+    request = urllib.request.Request(f"{url}/api/v1/token", data=urllib.parse.urlencode(form).encode())
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            print(resp.read().decode())
+    except urllib.error.HTTPError as exc:
+        print(f"the service answered {exc.code}: {exc.read().decode(errors='replace')}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"no service at {url} ({exc}); tokens live in the running service's store: "
+              "start it, or pass --url", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="preview-proxy", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -205,6 +239,18 @@ def main(argv: list[str] | None = None) -> int:
     check_p = verbs.add_parser("check", help="validate a config and reach its origins",
                                description="Validate the config and reach every origin; say every problem.")
     _config_arg(check_p)
+    token_p = verbs.add_parser("token", help="operator tokens", description="Operator tokens.")
+    token_verbs = token_p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    create_p = token_verbs.add_parser("create", help="create an access token",
+                                      description="Create an access token through the running service "
+                                                  "(with the library's secret from the config).")
+    _config_arg(create_p)
+    create_p.add_argument("--library", required=True, help="library id")
+    create_p.add_argument("--admin", action="store_true", help="grant admin (every space, acts as user_id)")
+    create_p.add_argument("--space", action="append", help="a space the token reaches; repeat for several")
+    create_p.add_argument("--user", default="", help="the user the token is for")
+    create_p.add_argument("--period", type=int, default=0, help="seconds of validity after each use")
+    create_p.add_argument("--url", default="", help="the service (default: [server] host:port)")
     conf = verbs.add_parser("nginx-conf", help="print a complete nginx.conf for production",
                             description="Print a complete nginx.conf (run it with nginx -p DIR -c FILE).")
     _config_arg(conf)
@@ -219,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verb == "serve" else logging.WARNING,
                         format="%(message)s", stream=sys.stdout if args.verb == "serve" else sys.stderr)
     logging.getLogger("pyvips").setLevel(logging.WARNING)  # libvips' own chatter is not a log line
-    handlers = {"nginx-conf": _nginx_conf, "warm": _warm, "cache": _cache, "check": _check}
+    handlers = {"nginx-conf": _nginx_conf, "warm": _warm, "cache": _cache, "check": _check,
+                "token": _token}
     if args.verb in handlers:
         return handlers[args.verb](args)
     workers = args.workers if args.workers > 0 else (os.cpu_count() or 1)

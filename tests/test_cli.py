@@ -10,7 +10,8 @@ import pytest
 
 from proxy.__main__ import main
 
-VERBS = [["serve"], ["warm"], ["cache"], ["cache", "stats"], ["cache", "purge"], ["check"], ["nginx-conf"]]
+VERBS = [["serve"], ["warm"], ["cache"], ["cache", "stats"], ["cache", "purge"], ["check"], ["nginx-conf"],
+         ["token"], ["token", "create"]]
 
 
 def write_config(tmp_path: Path, media: Path, origin: str | None = None, detector: str = "none") -> Path:
@@ -32,7 +33,7 @@ def test_top_level_help_lists_every_verb(capsys: pytest.CaptureFixture[str]) -> 
     with pytest.raises(SystemExit):
         main(["--help"])
     out = capsys.readouterr().out
-    for verb in ("serve", "warm", "cache", "check", "nginx-conf"):
+    for verb in ("serve", "warm", "cache", "check", "nginx-conf", "token"):
         assert verb in out
 
 
@@ -113,3 +114,30 @@ async def test_start_up_warns_of_an_unreachable_origin_and_a_missing_model(
         await asyncio.sleep(0.05)
     assert "http://127.0.0.1:9/ is unreachable" in caplog.text
     assert "no_face_model" in caplog.text and "face_detection_yunet_2023mar.onnx" in caplog.text
+
+
+def test_token_create_asks_the_running_service(tmp_path: Path, media: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from nginx_helpers import Service, get
+
+    config = tmp_path / "private.toml"
+    config.write_text(f'[cache]\ndir = "{tmp_path / "cache"}"\nsign_secret = "sign"\n'
+                      f'[faces]\ndetector = "none"\n'
+                      f'[[libraries]]\nid = "priv"\norigin = "{media}"\nsecret = "priv-secret"\n'
+                      f'public_read = false\n')
+    service = Service(config)
+    service.start()
+    try:
+        url = f"http://127.0.0.1:{service.port}"
+        assert main(["token", "create", "--config", str(config), "--library", "priv", "--admin",
+                     "--url", url]) == 0
+        token = json.loads(capsys.readouterr().out)["accessToken"]
+        path = "/api/v1/file/priv/-/landscape.jpg?preview&size=50"
+        assert get(service.port, path)[0] == 400  # EmptyAccessToken
+        assert get(service.port, f"{path}&access_token={token}")[0] == 302
+    finally:
+        service.stop()
+    assert main(["token", "create", "--config", str(config), "--library", "priv", "--url", url]) == 1
+    assert "no service at" in capsys.readouterr().err
