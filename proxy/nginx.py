@@ -12,7 +12,7 @@ import os
 import re
 
 from .config import Config, LibraryConfig
-from .service import ORIGINALS, PRIVATE
+from .service import ORIGINALS, PRIVATE, has_private
 
 _SAFE = re.compile(r"^[A-Za-z0-9_./:@+-]+$")
 
@@ -56,37 +56,44 @@ def _secure(config: Config) -> str:
             f'            if ($secure_link = "0") {{ return 403; }}  # expired\n')
 
 
+# originals are the users' files served on our host: never let one run as a page (same as the proxy)
+_SAFE_HEADERS = ('            add_header X-Content-Type-Options nosniff always;\n'
+                 '            add_header Content-Security-Policy '
+                 '"default-src \'none\'; style-src \'unsafe-inline\'; sandbox" always;\n')
+
+
 def _originals(config: Config, lib: LibraryConfig) -> str:
     """Download links of one library: ``{prefix}o/{id}/{space}/{path}`` from its folder or origin."""
     prefix = f"{config.cache.asset_prefix}{ORIGINALS}{lib.id}/"
-    private = not lib.public_read or any(s.public_read is False for s in lib.spaces.values())
+    private = has_private(lib)  # then the proxy signs every original link of the library
     check = _secure(config) if private and config.cache.sign_secret else ""
     if private and not config.cache.sign_secret:
         return f"        location ^~ {prefix} {{ return 403; }}  # private, and no sign_secret to check\n"
     cc = "private, max-age=60" if private else "public, max-age=3600"
+    head = (f"{check}            limit_except GET {{ deny all; }}\n"
+            f'            add_header Cache-Control "{cc}" always;\n{_SAFE_HEADERS}')
     if lib.is_http:
         # no variables in proxy_pass: the origin's name is then resolved once, at start
         base = _quote(lib.origin if lib.origin.endswith("/") else lib.origin + "/")
         location = prefix if lib.multi_tenant else f"{prefix}-/"
-        return (f"        location ^~ {location} {{\n{check}"
-                f"            limit_except GET {{ deny all; }}\n"
+        return (f"        location ^~ {location} {{\n{head}"
+                f"            proxy_hide_header Content-Type;  # the type by our extension map, not theirs\n"
                 f"            proxy_pass {base};\n"
                 f"            proxy_ssl_server_name on;\n"
-                f'            add_header Cache-Control "{cc}" always;\n'
                 f"        }}\n")
     root = _quote(os.path.realpath(lib.origin))
-    if lib.multi_tenant:
-        location = f"location ~ ^{re.escape(prefix)}([A-Za-z0-9_-]{{1,64}})/(.+)$"
-        alias = f"{root}/$1/$2"
-    else:
-        location = f"location ^~ {prefix}-/"
-        alias = f"{root}/"
-    return (f"        {location} {{\n{check}"
-            f"            limit_except GET {{ deny all; }}\n"
-            f"            alias {alias};\n"
-            f"            disable_symlinks on from={root};  # nothing outside the origin folder\n"
-            f'            add_header Cache-Control "{cc}" always;\n'
-            f'            add_header X-Content-Type-Options nosniff always;\n'
+    symlinks = f"            disable_symlinks on from={root};  # nothing outside the origin folder\n"
+    if lib.multi_tenant:  # /o/{id}/{space}/{path}: a space id, then the file in that space's folder
+        space = r"[A-Za-z0-9_-]{1,64}"
+        return (f"        location ^~ {prefix} {{\n"
+                f'            location ~ "^{re.escape(prefix)}({space})/(.+)$" {{\n'
+                f"    {head.replace(chr(10) + '            ', chr(10) + '                ')}"
+                f"                alias {root}/$1/$2;\n    {symlinks}"
+                f"            }}\n"
+                f"            return 404;\n"
+                f"        }}\n")
+    return (f"        location ^~ {prefix}-/ {{\n{head}"
+            f"            alias {root}/;\n{symlinks}"
             f"        }}\n")
 
 

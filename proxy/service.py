@@ -10,7 +10,7 @@ import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, replace
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from .access import Grant, signed_query
 from .cache import DiskCache, FileLock, cache_key, key_path
@@ -32,6 +32,11 @@ MAX_VERSIONS = 100_000
 FACES_NS = "faces"
 FACES_TTL = 30 * 86400  # keyed by the source version: a changed photo is a new key anyway
 log = logging.getLogger("proxy.faces")
+
+
+def has_private(lib: LibraryConfig) -> bool:
+    """Is any of the library private (itself, or one of its spaces)?"""
+    return not lib.public_read or any(space.public_read is False for space in lib.spaces.values())
 
 
 def output_family(ref: FileRef, options: PreviewOptions) -> str:
@@ -120,10 +125,11 @@ class Previews:
 
     # ---- URLs ----------------------------------------------------------------------------------------
 
-    def _url(self, uri: str, grant: Grant) -> str:
-        if not grant.public and self.config.cache.sign_secret:
+    def _url(self, uri: str, sign: bool) -> str:
+        if sign and self.config.cache.sign_secret:
             c = self.config.cache
-            uri = f"{uri}?{signed_query(uri, c.sign_secret.reveal(), c.sign_ttl)}"
+            # signed over the decoded path: nginx's secure_link checks $uri, which is decoded
+            uri = f"{uri}?{signed_query(unquote(uri), c.sign_secret.reveal(), c.sign_ttl)}"
         return self.config.server.public_url.rstrip("/") + uri
 
     def original_uri(self, ref: FileRef) -> str:
@@ -133,7 +139,8 @@ class Previews:
 
     async def download(self, lib: LibraryConfig, space: str, ref: FileRef, grant: Grant) -> Decision:
         await self.source_stat(lib, space, ref)  # 404 now rather than at the asset
-        return Decision(self._url(self.original_uri(ref), grant), None)
+        # a library with any private space has all its originals behind a signature in nginx
+        return Decision(self._url(self.original_uri(ref), not grant.public or has_private(lib)), None)
 
     async def preview(self, lib: LibraryConfig, space: str, ref: FileRef, options: PreviewOptions,
                       grant: Grant) -> Decision:
@@ -155,7 +162,7 @@ class Previews:
             await self.cache.once(key, lambda: self._render_once(key, lib, space, ref, st, options, family,
                                                                  rel))
         (self.metrics.cache_hits if hit else self.metrics.cache.labels("miss")).inc()
-        return Decision(self._url(self.config.cache.asset_prefix + rel, grant), hit, rel)
+        return Decision(self._url(self.config.cache.asset_prefix + rel, not grant.public), hit, rel)
 
     async def _render_once(self, key: str, lib: LibraryConfig, space: str, ref: FileRef, st: SourceStat,
                            options: PreviewOptions, family: str, rel: str) -> None:

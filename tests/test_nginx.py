@@ -224,3 +224,39 @@ window.addEventListener("load", () => {{
     assert m, dom[-500:]
     assert json.loads(m.group(1).replace("&quot;", '"')) == [200] * len(sources)
     assert shot.is_file() and shot.stat().st_size > 1000
+
+
+def test_multi_tenant_originals_through_nginx(tmp_path: Path) -> None:
+    """Spaces of a folder library with one private space: every original link is signed (nginx
+    checks the whole library), names with a space and non-ASCII included, and nginx serves them
+    with the headers that keep a user's file from running as a page."""
+    from urllib.parse import quote, unquote
+
+    media = tmp_path / "media"
+    for space in ("sp1", "sp2"):
+        (media / space).mkdir(parents=True)
+        (media / space / "中 文.pdf").write_bytes(f"a document in {space}".encode())
+    config = tmp_path / "config.toml"
+    config.write_text(f'[cache]\ndir = "{tmp_path / "cache"}"\nsign_secret = "{SECRET}"\n'
+                      f'[[libraries]]\nid = "mt"\norigin = "{media}"\nsecret = "s"\nmulti_tenant = true\n'
+                      f'[libraries.spaces.sp2]\npublic_read = false\n')
+    service, nginx = Service(config), Nginx(tmp_path / "nginx", free_port())
+    service.start()
+    try:
+        nginx.start(load_config(config), [f"127.0.0.1:{service.port}"])
+        name = quote("中 文.pdf")
+        status, headers, _ = get(nginx.port, f"/api/v1/file/mt/sp1/{name}")
+        assert status == 302 and "md5=" in headers["location"]  # the library has a private space
+        status, asset, body = get(nginx.port, headers["location"])
+        assert status == 200 and body == b"a document in sp1" and asset["server"].startswith("nginx")
+        assert "sandbox" in asset["content-security-policy"] and asset["x-content-type-options"] == "nosniff"
+        uri = f"/_assets/o/mt/sp2/{name}"
+        expires = int(time.time()) + 300
+        good = f"{uri}?md5={sign(unquote(uri), expires, SECRET)}&expires={expires}"
+        status, _, body = get(nginx.port, good)
+        assert status == 200 and body == b"a document in sp2"
+        assert get(nginx.port, uri)[0] == 403
+        assert get(nginx.port, f"/_assets/o/mt/{name}")[0] in (403, 404)
+    finally:
+        nginx.stop()
+        service.stop()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import time
+from urllib.parse import unquote
 
 from aiohttp import web
 
@@ -31,7 +32,8 @@ def _signed(request: web.Request, uri: str) -> int | None:
     if "md5" not in query and "expires" not in query:
         return None
     secret = request.app[CONFIG].cache.sign_secret.reveal()
-    if not verify_signature(uri, query.get("md5", ""), query.get("expires", ""), secret):
+    # the decoded path, as nginx's $uri (and as the proxy signs it)
+    if not verify_signature(unquote(uri), query.get("md5", ""), query.get("expires", ""), secret):
         raise Forbidden("the link's signature is wrong or has expired", code="InvalidSignature")
     return int(query["expires"])
 

@@ -22,6 +22,10 @@ from ..request import (
 )
 
 FILE_PREFIX = "/api/v1/file/"
+# Originals are the users' files, served on our host: never let one run as a page (an SVG or HTML
+# with a script). The same headers are in the generated nginx.conf.
+ORIGINAL_HEADERS = {"X-Content-Type-Options": "nosniff",
+                    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; sandbox"}
 
 
 def _split(raw_path: str) -> tuple[str, str]:
@@ -111,16 +115,15 @@ async def stream_original(request: web.Request, lib: LibraryConfig, space: str, 
     st = await request.app[PREVIEWS].source_stat(lib, space, ref)
     cache_control = cache_control or ("public, max-age=3600" if public else "private, max-age=3600")
     headers = {"Cache-Control": cache_control, "Content-Type": original_content_type(ref.extension),
-               "X-Content-Type-Options": "nosniff"}
+               **ORIGINAL_HEADERS}
     if st.local_path:
         response = web.FileResponse(st.local_path, headers=headers)
         return response
     origin = request.app[ORIGINS][lib.id]
     chunks = origin.stream(space, ref.path, st)
     first = await anext(chunks, b"")  # errors before the status line is sent are still JSON errors
+    # no Content-Length from the (possibly older) stat: the bytes come from this GET; chunked
     response = web.StreamResponse(status=200, headers=headers)
-    if st.size >= 0:
-        response.content_length = st.size
     await response.prepare(request)
     if request.method != "HEAD":
         await response.write(first)
