@@ -59,6 +59,7 @@ class DiskCache:
         self._flights: dict[str, asyncio.Task[object]] = {}
         self.evicted = 0
         self.on_evict: list[Callable[[], None]] = []  # e.g. the micro-cache of public 302s
+        self._evicting: set[str] = set()  # out of the index, not yet unlinked
 
     @property
     def bytes(self) -> int:
@@ -114,7 +115,7 @@ class DiskCache:
         for rel, entry in known.items():  # ours keep their recency order, after the strangers
             if rel in on_disk:
                 self._add(rel, entry.size, entry.checked)
-        if len(on_disk) < len(known):  # files went behind our back
+        if any(rel not in on_disk for rel in known):  # files went behind our back
             for listener in self.on_evict:
                 listener()
         await self._evict()
@@ -140,6 +141,8 @@ class DiskCache:
 
     async def has(self, rel: str) -> bool:
         """Is the render on disk? Answers from memory, re-checking the disk now and then."""
+        if rel in self._evicting:  # being deleted: a stat would still find it
+            return False
         entry = self._index.get(rel)
         now = time.monotonic()
         if entry is not None and now - entry.checked < self.recheck:
@@ -169,6 +172,8 @@ class DiskCache:
 
     async def put(self, rel: str, data: bytes) -> None:
         """Write a render atomically, then evict least recently used renders over the bound."""
+        while rel in self._evicting:  # an unlink of the old copy is under way: write after it
+            await asyncio.sleep(0.01)
         await asyncio.get_running_loop().run_in_executor(self.io, self._write, rel, data)
         self._add(rel, len(data), time.monotonic())
         await self._evict()
@@ -182,11 +187,16 @@ class DiskCache:
         while self._bytes > target and len(self._index) > 1:
             rel, entry = self._index.popitem(last=False)
             self._bytes -= entry.size
-            victims.append(self.root / rel)
+            victims.append(rel)
         self.evicted += len(victims)
+        self._evicting.update(victims)
         for listener in self.on_evict:
             listener()
-        await asyncio.get_running_loop().run_in_executor(self.io, _unlink_all, victims)
+        try:
+            await asyncio.get_running_loop().run_in_executor(self.io, _unlink_all,
+                                                             [self.root / rel for rel in victims])
+        finally:
+            self._evicting.difference_update(victims)
 
     # ---- single-flight ---------------------------------------------------------------------------
 

@@ -15,7 +15,6 @@ IMAGE_EXTENSIONS = frozenset({
 VIDEO_EXTENSIONS = frozenset({
     "mp4", "m4v", "mov", "webm", "mkv", "avi", "flv", "wmv", "mpg", "mpeg", "3gp", "ts", "ogv",
 })
-ANIMATED_EXTENSIONS = frozenset({"gif", "webp"})
 
 CONTENT_TYPES = {
     "jpeg": "image/jpeg", "png": "image/png", "gif": "image/gif", "webp": "image/webp",
@@ -39,10 +38,6 @@ def kind_of(extension: str) -> MediaKind:
     if extension in VIDEO_EXTENSIONS:
         return MediaKind.VIDEO
     return MediaKind.FILE
-
-
-def may_be_animated(extension: str) -> bool:
-    return extension in ANIMATED_EXTENSIONS
 
 
 def original_content_type(extension: str) -> str:

@@ -29,13 +29,19 @@ class RenderPool:
         self.waiting = 0
         self.running = 0
 
-    async def run(self, fn: Callable[..., T], *args: object) -> T:
-        """Run ``fn(*args)`` on a render thread once a slot is free; 429 when the queue is full."""
+    def check(self) -> None:
+        """429 now when a render would have to wait and the queue is full: called before fetching
+        the source too, so that a flood is refused before any origin byte is read."""
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.workers)
         if self._slots.locked() and self.waiting >= self.queue_limit:
             self.metrics.rejected.inc()
             raise RateLimitExceeded(headers={"Retry-After": "1"})
+
+    async def run(self, fn: Callable[..., T], *args: object) -> T:
+        """Run ``fn(*args)`` on a render thread once a slot is free; 429 when the queue is full."""
+        self.check()
+        assert self._slots is not None
         self.waiting += 1
         self.metrics.queue_depth.set(self.waiting)
         try:

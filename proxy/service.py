@@ -15,8 +15,9 @@ from urllib.parse import quote, unquote
 from .access import Grant, signed_query
 from .cache import DiskCache, FileLock, cache_key, key_path
 from .config import Config, LibraryConfig
+from .errors import RateLimitExceeded
 from .faces import Detection, detector_name
-from .media import kind_of, may_be_animated
+from .media import kind_of
 from .metrics import Metrics
 from .origin import HttpOrigin, Origin, SourceStat
 from .pipeline import Job, render
@@ -68,6 +69,10 @@ class Previews:
         self.store = store
         self._versions: OrderedDict[tuple[str, str, str], tuple[SourceStat, float]] = OrderedDict()
         self.detector = detector_name(config.faces)
+        out = config.output
+        # settings that change a render's pixels: changing one must not serve the old renders
+        self.settings = (f"{self.detector}:{config.faces.second_look}:{out.jpeg_quality}:{out.webp_quality}:"
+                         f"{out.avif_quality}:{out.png_compression}")
         metrics.detector.labels(self.detector).set(1)
 
     # ---- source versions -------------------------------------------------------------------------
@@ -151,10 +156,11 @@ class Previews:
             options = replace(options, debug="")  # the debug view is off: an ordinary preview
         st = await self.source_stat(lib, space, ref)
         family = output_family(ref, options)
-        canonical = options.canonical(may_be_animated(ref.extension))
+        # frame_number counts for any name: a GIF may hide behind another extension (format=gif)
+        canonical = options.canonical(animated=True)
         if kind is MediaKind.VIDEO and self.config.video.skip_black:
             canonical += ",skipblack"  # another frame: another render
-        key = cache_key(lib.id, space, ref.path, st.version, canonical, family)
+        key = cache_key(lib.id, space, ref.path, st.version, canonical, family, self.settings)
         rel = key_path(key, family, lib.id)
         rel = rel if grant.public else PRIVATE + rel
         hit = await self.cache.has(rel)
@@ -169,7 +175,11 @@ class Previews:
         """Render unless another worker on this cache folder does (or did) it: a lock per key."""
         lock = FileLock(self.cache.root, key)
         if not await lock.acquire(self.cache.io, lambda: self.cache.has(rel)):
-            return
+            if await self.cache.has(rel):
+                return
+            # another worker has held this render for too long: no 302 to a file that is not there
+            raise RateLimitExceeded("this preview is being rendered elsewhere; retry",
+                                    headers={"Retry-After": "2"})
         try:
             if not await self.cache.has(rel):  # another worker finished it while we waited
                 await self._render(lib, space, ref, st, options, family, rel)
@@ -178,6 +188,7 @@ class Previews:
 
     async def _render(self, lib: LibraryConfig, space: str, ref: FileRef, st: SourceStat,
                       options: PreviewOptions, family: str, rel: str) -> None:
+        self.pool.check()  # a full queue refuses before the source is fetched into memory
         origin = self.origins[lib.id]
         started = time.perf_counter()
         source, fetched = await origin.fetch(space, ref.path, st)
