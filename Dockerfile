@@ -33,5 +33,6 @@ VOLUME /var/cache/preview-proxy
 EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=3s --start-period=20s \
   CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=2).status != 200)"
-# exec form: SIGTERM reaches the server, which finishes in-flight renders and exits 0
+# exec form: SIGTERM reaches the server, which finishes in-flight renders and exits 0;
+# one process per core, each with its share of the render threads
 CMD ["preview-proxy", "serve", "--workers", "0"]

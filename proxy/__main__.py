@@ -25,6 +25,7 @@ from .demo import DEMO_ID, seed_demo
 from .faces import detector_name
 from .nginx import render_nginx_conf
 from .origin import check_origins
+from .service import has_private
 from .tools import cache_purge, cache_stats, human_bytes, parse_duration, warm
 from .workers import supervise
 
@@ -272,10 +273,20 @@ def main(argv: list[str] | None = None) -> int:
     workers = args.workers if args.workers > 0 else (os.cpu_count() or 1)
     if workers > 1:
         _seed_demo(args.config)  # once, before the workers race to do it
+        config = _load(args)
+        if config is None:
+            return 2
+        if config.store.url.startswith("memory") and any(has_private(lib) for lib in config.libraries):
+            print("--workers > 1 with private libraries needs a shared token store: set [store] url to "
+                  "redis://... (each process would otherwise know only its own tokens)", file=sys.stderr)
+            return 2
         child = ["--config", args.config]
         child += ["--host", args.host] if args.host else []
         child += ["--port", str(args.port)] if args.port is not None else []
-        return supervise(workers, child)
+        env = {}
+        if config.limits.render_concurrency == 0:  # the cores shared out, not cores x processes
+            env["PREVIEW_PROXY_LIMITS_RENDER_CONCURRENCY"] = str(max(1, (os.cpu_count() or 1) // workers))
+        return supervise(workers, child, env)
     return _serve(args)
 
 

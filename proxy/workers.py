@@ -9,6 +9,7 @@ dies on its own is started again.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -18,9 +19,11 @@ from types import FrameType
 RESTART_PAUSE = 1.0
 
 
-def supervise(n: int, child_args: list[str]) -> int:
-    """Run ``n`` workers with ``python -m proxy serve <child_args> --workers 1 --reuse-port``."""
+def supervise(n: int, child_args: list[str], env: dict[str, str] | None = None) -> int:
+    """Run ``n`` workers with ``python -m proxy serve <child_args> --workers 1 --reuse-port``
+    (``env`` added to their environment)."""
     command = [sys.executable, "-m", "proxy", "serve", *child_args, "--workers", "1", "--reuse-port"]
+    child_env = {**os.environ, **(env or {})}
     stopping = False
 
     def stop(signum: int, _frame: FrameType | None) -> None:
@@ -30,7 +33,7 @@ def supervise(n: int, child_args: list[str]) -> int:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
 
-    workers = [subprocess.Popen(command) for _ in range(n)]
+    workers = [subprocess.Popen(command, env=child_env) for _ in range(n)]
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     while not stopping:
@@ -40,6 +43,6 @@ def supervise(n: int, child_args: list[str]) -> int:
                 print(f'{{"event": "worker_exited", "pid": {proc.pid}, "code": {proc.returncode}}}',
                       file=sys.stderr)
                 time.sleep(RESTART_PAUSE)  # a worker that cannot start must not spin the CPU
-                workers[i] = subprocess.Popen(command)
+                workers[i] = subprocess.Popen(command, env=child_env)
     codes = [proc.wait() for proc in workers]
     return 0 if all(code in (0, -signal.SIGTERM) for code in codes) else 1

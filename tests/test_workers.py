@@ -70,3 +70,14 @@ def test_serve_workers_shares_a_port_and_stops_cleanly(tmp_path: Path) -> None:
 def _children(pid: int) -> list[int]:
     out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
     return [int(x) for x in out.split()]
+
+
+def test_several_workers_with_private_libraries_need_a_shared_store(tmp_path: Path) -> None:
+    media = write_media(tmp_path / "media")
+    config = tmp_path / "config.toml"
+    config.write_text(f'[cache]\ndir = "{tmp_path / "cache"}"\nsign_secret = "s"\n'
+                      f'[[libraries]]\nid = "lib"\norigin = "{media}"\nsecret = "s"\npublic_read = false\n')
+    result = subprocess.run([sys.executable, "-m", "proxy", "serve", "--config", str(config),
+                             "--port", str(free_port()), "--workers", "2"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "shared token store" in result.stderr
