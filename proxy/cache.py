@@ -104,21 +104,34 @@ class DiskCache:
         """Make the index the disk's truth again: other workers' renders join it (oldest first, as
         least recently used), files deleted behind our back leave it; then evict over the bound.
         With several workers on one folder this is what keeps the folder near ``max_size``."""
-        found = await asyncio.get_running_loop().run_in_executor(self.io, self._scan)
-        now = time.monotonic()
-        known = self._index
-        self._index, self._bytes = OrderedDict(), 0
-        for _mtime, rel, size in found:
-            if rel not in known:
-                self._add(rel, size, now)
-        on_disk = {rel for _m, rel, _s in found}
-        for rel, entry in known.items():  # ours keep their recency order, after the strangers
-            if rel in on_disk:
-                self._add(rel, entry.size, entry.checked)
-        if any(rel not in on_disk for rel in known):  # files went behind our back
+        known = list(self._index.items())
+        # the scan and the new index are built off the loop: a full cache holds ~10^5 files
+        index, total, gone = await asyncio.get_running_loop().run_in_executor(self.io, self._rebuilt, known)
+        before = {rel for rel, _ in known}
+        for rel, entry in self._index.items():  # written while we scanned: keep them too
+            if rel not in before and rel not in index:
+                index[rel] = entry
+                total += entry.size
+        self._index, self._bytes = index, total
+        if gone:  # files went behind our back
             for listener in self.on_evict:
                 listener()
         await self._evict()
+
+    def _rebuilt(self, known: list[tuple[str, _Entry]]) -> tuple[OrderedDict[str, _Entry], int, bool]:
+        found = self._scan()
+        now = time.monotonic()
+        ours = dict(known)
+        index: OrderedDict[str, _Entry] = OrderedDict()
+        for _mtime, rel, size in found:
+            if rel not in ours:
+                index[rel] = _Entry(size, now)
+        on_disk = {rel for _m, rel, _s in found}
+        for rel, entry in known:  # ours keep their recency order, after the strangers
+            if rel in on_disk:
+                index[rel] = entry
+        total = sum(entry.size for entry in index.values())
+        return index, total, any(rel not in on_disk for rel, _ in known)
 
     # ---- lookups ---------------------------------------------------------------------------------
 

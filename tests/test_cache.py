@@ -272,3 +272,25 @@ async def test_a_render_larger_than_the_bound_is_kept(tmp_path: Path, io: Thread
     assert not (root / rel_of(2)).exists() and cache.bytes == 12_000
     await cache.put(rel_of(4), bytes(100))      # the next write brings it back under the bound
     assert cache.bytes <= 10_000 and (root / rel_of(4)).exists()
+
+
+async def test_resync_takes_in_other_workers_files_and_drops_deleted_ones(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    io = ThreadPoolExecutor(2)
+    root = tmp_path / "cache"
+    ours = DiskCache(root, 10 * 1024**2, io)
+    theirs = DiskCache(root, 10 * 1024**2, io)
+    await ours.start()
+    await theirs.start()
+    await ours.put("lib/aa/bb/mine.jpeg", b"x" * 100)
+    await ours.put("lib/aa/bb/gone.jpeg", b"y" * 50)
+    await theirs.put("lib/cc/dd/theirs.jpeg", b"z" * 70)  # another worker, same folder
+    (root / "lib/aa/bb/gone.jpeg").unlink()  # deleted behind our back
+    cleared = []
+    ours.on_evict.append(lambda: cleared.append(True))
+    await ours.resync()
+    assert ours.files == 2 and ours.bytes == 170
+    assert await ours.has("lib/cc/dd/theirs.jpeg") and not await ours.has("lib/aa/bb/gone.jpeg")
+    assert cleared  # the micro-cache of 302s is told
+    io.shutdown()
