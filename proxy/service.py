@@ -35,6 +35,13 @@ FACES_TTL = 30 * 86400  # keyed by the source version: a changed photo is a new 
 log = logging.getLogger("proxy.faces")
 
 
+def centre_fallback(rel: str) -> str:
+    """Where a render whose face detection failed goes: its own key, beside the real one."""
+    folder, _, name = rel.rpartition("/")  # [p/]<library>/ab/cd, <key>.<ext>
+    key, _, ext = name.partition(".")
+    return f"{folder.rsplit('/', 2)[0]}/{key_path(cache_key(key, 'centre-fallback'), ext)}"
+
+
 def has_private(lib: LibraryConfig) -> bool:
     """Is any of the library private (itself, or one of its spaces)?"""
     return not lib.public_read or any(space.public_read is False for space in lib.spaces.values())
@@ -165,29 +172,35 @@ class Previews:
         rel = rel if grant.public else PRIVATE + rel
         hit = await self.cache.has(rel)
         if not hit:
-            await self.cache.once(key, lambda: self._render_once(key, lib, space, ref, st, options, family,
-                                                                 rel))
+            written = await self.cache.once(key, lambda: self._render_once(key, lib, space, ref, st, options,
+                                                                           family, rel))
+            rel = written or rel
         (self.metrics.cache_hits if hit else self.metrics.cache.labels("miss")).inc()
         return Decision(self._url(self.config.cache.asset_prefix + rel, not grant.public), hit, rel)
 
     async def _render_once(self, key: str, lib: LibraryConfig, space: str, ref: FileRef, st: SourceStat,
-                           options: PreviewOptions, family: str, rel: str) -> None:
-        """Render unless another worker on this cache folder does (or did) it: a lock per key."""
+                           options: PreviewOptions, family: str, rel: str) -> str | None:
+        """Render unless another worker on this cache folder does (or did) it: a lock per key.
+        Returns where the render was written when that is not ``rel`` (see ``_render``)."""
         lock = FileLock(self.cache.root, key)
         if not await lock.acquire(self.cache.io, lambda: self.cache.has(rel)):
             if await self.cache.has(rel):
-                return
+                return None
             # another worker has held this render for too long: no 302 to a file that is not there
             raise RateLimitExceeded("this preview is being rendered elsewhere; retry",
                                     headers={"Retry-After": "2"})
         try:
             if not await self.cache.has(rel):  # another worker finished it while we waited
-                await self._render(lib, space, ref, st, options, family, rel)
+                return await self._render(lib, space, ref, st, options, family, rel)
+            return None
         finally:
             lock.release()
 
     async def _render(self, lib: LibraryConfig, space: str, ref: FileRef, st: SourceStat,
-                      options: PreviewOptions, family: str, rel: str) -> None:
+                      options: PreviewOptions, family: str, rel: str) -> str | None:
+        """Fetch, render, write to ``rel``; when face detection failed, the centre crop made instead
+        is written beside it (``centre_fallback``) and that path is returned: ``rel`` stays free, so
+        the next request tries the detector again instead of serving the fallback for a year."""
         self.pool.check()  # a full queue refuses before the source is fetched into memory
         origin = self.origins[lib.id]
         started = time.perf_counter()
@@ -203,8 +216,12 @@ class Previews:
         job = Job(source, kind_of(ref.extension), ref.extension, replace(options, format=family), known)
         outcome = await self.pool.run(render, job, self.config)
         self.metrics.render_seconds.labels(job.kind.value).observe(time.perf_counter() - started)
+        written = None
         if outcome.detection is not None:
             await self._record_detection(faces_key, outcome.detection)
+            if outcome.detection.failed:
+                rel = written = centre_fallback(rel)
         await self.cache.put(rel, outcome.rendered.data)
         self.metrics.cache_bytes.set(self.cache.bytes)
         self.metrics.cache_files.set(self.cache.files)
+        return written

@@ -119,13 +119,18 @@ async def test_a_failing_detector_falls_back_to_the_centre(aiohttp_client: Any, 
     bad_model = tmp_path / "broken.onnx"
     bad_model.write_bytes(b"this is not an ONNX model")
     name, _, (width, height) = place(media, "right")
-    config = make_config(faces={"detector": "yunet", "model": str(bad_model)})
+    # version_ttl 0: no micro-cached 302, so the second request below is decided afresh
+    config = make_config(faces={"detector": "yunet", "model": str(bad_model)}, cache={"version_ttl": 0})
     client = await aiohttp_client(create_app(config))
     render = await preview(client, name, "size=128")
     left, _ = locate(render, pyvips.Image.new_from_file(str(media / name)))
     assert abs(left - (width - height) // 2) <= 8  # the centre, and still a 302
     text = await (await client.get("/metrics")).text()
     assert re.search(r"preview_face_detect_failures_total 1\.0", text)
+    # the fallback is not kept as the answer: the next request tries the detector again
+    render = await preview(client, name, "size=128")
+    text = await (await client.get("/metrics")).text()
+    assert re.search(r"preview_face_detect_failures_total 2\.0", text)
 
 
 async def test_the_debug_view_is_off_by_default(aiohttp_client: Any, make_config: Any, media: Path) -> None:
