@@ -74,7 +74,8 @@ def crop_for(data: bytes, size: int, cfg: FacesConfig) -> tuple[Box, int, int, f
     else:
         image, detection = resize_with_faces(src, info, todo, cfg)
         faces, seconds = detection.faces, detection.seconds
-    return place_crop(image, todo, faces, info.width), image.width, image.height, seconds
+    box = place_crop(image.width, image.height, todo.side, faces, info.width)
+    return box, image.width, image.height, seconds
 
 
 def cases() -> list[tuple[str, bytes, Label]]:

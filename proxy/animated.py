@@ -15,8 +15,8 @@ import pyvips
 
 from .config import LimitsConfig, OutputConfig
 from .errors import SourceTooLarge, UnsupportedMedia
-from .geometry import crop_box, keep_faces, plan, scale_faces
-from .render import Probe, Rendered, Source, encode
+from .geometry import plan, scale_faces
+from .render import Probe, Rendered, Source, encode, place_crop
 from .request import PreviewOptions
 from .types import Box, Face, FaceFinder
 
@@ -25,14 +25,6 @@ FIRST_FRAME_SIDE = 640  # the first frame is decoded this small to look for face
 ANIMATED_FAMILIES = frozenset({"gif", "webp"})
 DEFAULT_DELAY = 100  # ms: what browsers show for a frame whose delay is missing
 
-# gifsave settings, measured with ``bench/bench_media.py --gif-settings`` (9 animations at 200 px):
-# effort 4 takes ~2x the encode time of effort 1 for +1.2 dB PSNR and visibly less banding; libvips'
-# default effort 7 takes ~3x effort 4 again for +0.3 dB. interframe_maxerror 8 (pixels that barely
-# change stay transparent in the next frame) makes files 42% smaller for -2.4 dB. dither 1.0 (the
-# default) is the best after a 1 px blur, i.e. as seen, for +2% bytes over 0.5.
-GIF_EFFORT = 4
-GIF_DITHER = 1.0
-GIF_INTERFRAME_MAXERROR = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,8 +86,7 @@ def _frames(src: Source, info: Probe, options: PreviewOptions, kept: list[int],
     page = strip.get("page-height") if len(kept) > 1 else strip.height
     if todo.side:
         side = min(todo.side, strip.width, page)  # libvips may round a page a pixel off the plan
-        resized = scale_faces(faces, strip.width / info.width)
-        box = crop_box(strip.width, page, side, keep_faces(resized, strip.width, page))
+        box = place_crop(strip.width, page, side, faces, info.width)
     else:
         box = Box(0, 0, strip.width, page)
     if len(kept) == 1 and box == Box(0, 0, strip.width, strip.height):
@@ -106,7 +97,7 @@ def _frames(src: Source, info: Probe, options: PreviewOptions, kept: list[int],
 
 def encode_animation(image: pyvips.Image, family: str, page_height: int, timing: Timing | None,
                      output: OutputConfig) -> Rendered:
-    """GIF (gifsave, settings above) or WebP; ``timing`` None means a still."""
+    """GIF (gifsave, settings in render.py) or WebP; ``timing`` None means a still."""
     image = image.copy()
     for name in ("delay", "loop", "page-height", "n-pages", "gif-palette"):
         if name in image.get_fields():
@@ -115,17 +106,7 @@ def encode_animation(image: pyvips.Image, family: str, page_height: int, timing:
         image.set_type(pyvips.GValue.gint_type, "page-height", page_height)
         image.set_type(pyvips.GValue.array_int_type, "delay", list(timing.delays))
         image.set_type(pyvips.GValue.gint_type, "loop", timing.loop)
-    if family != "gif":
-        rendered = encode(image, family, output)
-    else:
-        if image.format != "uchar":
-            image = image.cast("uchar")
-        # keep_duplicate_frames: cgif merges identical neighbours by default, and "every frame
-        # kept" (API) is a frame count a client can check
-        data = image.gifsave_buffer(keep="none", effort=GIF_EFFORT, dither=GIF_DITHER,
-                                    interframe_maxerror=GIF_INTERFRAME_MAXERROR,
-                                    keep_duplicate_frames=True)
-        rendered = Rendered(data=data, format="gif", width=image.width, height=image.height)
+    rendered = encode(image, family, output)
     return Rendered(rendered.data, rendered.format, rendered.width, page_height)
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TypeVar
 
 # Bump whenever the pixels for the same source and options change: every old render is then a miss.
-RENDER_VERSION = 1
+RENDER_VERSION = 2  # 2: still GIFs use the animations' gifsave settings
 TMP_PREFIX = ".tmp-"
 T = TypeVar("T")
 

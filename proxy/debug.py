@@ -9,9 +9,8 @@ from __future__ import annotations
 import pyvips
 
 from .config import FacesConfig, OutputConfig
-from .faces import detect_sides
-from .geometry import crop_box, keep_faces, plan, scale_faces
-from .render import Probe, Rendered, Source, encode, find_faces, thumbnail
+from .geometry import keep_faces, plan, scale_faces
+from .render import Probe, Rendered, Source, encode, place_crop, resize_with_faces
 from .request import PreviewOptions
 from .types import Fit, Sizing
 
@@ -32,25 +31,22 @@ def _frame(image: pyvips.Image, left: float, top: float, width: float, height: f
 
 def render_debug(src: Source, info: Probe, options: PreviewOptions, output: OutputConfig,
                  faces_cfg: FacesConfig) -> Rendered:
-    """The debug picture for ``options`` (always JPEG)."""
-    side = detect_sides(faces_cfg)[-1]
-    small_size = plan(info.width, info.height, Sizing(Fit.BOX, side, side)).resize
-    small = thumbnail(src, info, small_size).copy_memory()
-    found, _ = find_faces(small, faces_cfg)
-    view_size = plan(info.width, info.height, Sizing(Fit.BOX, VIEW_SIDE, VIEW_SIDE)).resize
-    view = thumbnail(src, info, view_size)
+    """The debug picture for ``options`` (always JPEG): the render's own detection and crop."""
+    # the detection a render would make (same decode, same looks), and the view resized beside it
+    view_plan = plan(info.width, info.height, Sizing(Fit.BOX, VIEW_SIDE, VIEW_SIDE))
+    view, detection = resize_with_faces(src, info, view_plan, faces_cfg)
     if view.hasalpha():
         view = view.flatten(background=[255, 255, 255])
     view = view.extract_band(0, n=3).cast("uchar").copy_memory()
-    faces = scale_faces(found, view.width / small.width)
+    factor = view.width / info.width
+    faces = scale_faces(detection.faces, factor)
     kept = keep_faces(faces, view.width, view.height)
     for face in faces:
         view = _frame(view, face.x, face.y, face.w, face.h, GREEN if face in kept else RED)
-    if options.sizing.fit is Fit.SQUARE:
-        todo = plan(info.width, info.height, options.sizing)
-        factor = todo.resize[0] / view.width
-        box = crop_box(todo.resize[0], todo.resize[1], todo.side, scale_faces(kept, factor))
-        view = _frame(view, box.left / factor, box.top / factor, box.width / factor, box.height / factor,
+    todo = plan(info.width, info.height, options.sizing)
+    if todo.side:
+        box = place_crop(todo.resize[0], todo.resize[1], todo.side, detection.faces, info.width)
+        scale = view.width / todo.resize[0]
+        view = _frame(view, box.left * scale, box.top * scale, box.width * scale, box.height * scale,
                       BLUE, thickness=4)
     return encode(view, "jpeg", output)
-
