@@ -21,7 +21,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,7 @@ import urllib.parse
 from pathlib import Path
 
 import pyvips
+from peers_procs import free_port, wait_http
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT.parent / "shared" / "corpus"
@@ -46,24 +46,6 @@ async def h(req):
 app = web.Application(); app.router.add_get("/api/v1/file/{lib}/{space}/{path:.*}", h)
 web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_up(port: int, path: str = "/healthz") -> None:
-    for _ in range(200):
-        try:
-            c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            c.request("GET", path)
-            c.getresponse().read()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing answers on port {port}")
 
 
 def photos(folder: Path) -> list[str]:
@@ -84,7 +66,7 @@ def serve(tmp: Path, media: Path, detector: str) -> tuple[subprocess.Popen[bytes
     log = open(tmp / f"{detector}.log", "wb")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen([str(VENV_BIN / "preview-proxy"), "serve", "--config", str(cfg),
                              "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
-    wait_up(port)
+    wait_http(port, "/healthz")
     return proc, port
 
 
@@ -157,7 +139,7 @@ def main() -> None:
             hot_port = port
         bare_port = free_port()
         procs.append(subprocess.Popen([sys.executable, "-c", BARE, str(bare_port)]))
-        wait_up(bare_port, "/api/v1/file/x/-/y")
+        wait_http(bare_port, "/api/v1/file/x/-/y")
         path = "/api/v1/file/lib/-/" + urllib.parse.quote(names[0]) + "?preview&size=200"
         ours, bare = [], []
         for _ in range(args.runs):

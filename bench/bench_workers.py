@@ -26,7 +26,8 @@ import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bench_core import VENV_BIN, free_port, photos, wait_up, write_section, wrk
+from bench_core import VENV_BIN, photos, write_section, wrk
+from peers_procs import free_port, wait_http
 
 
 def serve(tmp: Path, media: Path, workers: int, tag: str, threads: int = 0
@@ -39,7 +40,7 @@ def serve(tmp: Path, media: Path, workers: int, tag: str, threads: int = 0
     command = [str(VENV_BIN / "preview-proxy"), "serve", "--config", str(cfg), "--port", str(port),
                "--workers", str(workers)]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_up(port)
+    wait_http(port, "/healthz")
     return proc, port, cfg
 
 
@@ -102,9 +103,9 @@ def main() -> None:
         nginx = subprocess.Popen(["nginx", "-p", str(nginx_dir), "-c", str(nginx_dir / "nginx.conf"),
                                   "-g", f"daemon off; pid {nginx_dir / 'nginx.pid'};"])
         try:
-            wait_up(nport)
+            wait_http(nport, "/healthz")
             path = "/api/v1/file/lib/-/" + urllib.parse.quote(names[0]) + "?preview&size=200"
-            wait_up(port, path)
+            wait_http(port, path)
             direct, via = [], []
             for _ in range(3):
                 direct.append(wrk(f"http://127.0.0.1:{port}{path}", args.seconds))
