@@ -22,7 +22,9 @@ import aiohttp
 
 from .config import Config, LimitsConfig
 from .errors import FileNotFound, OriginError, OriginTimeout, SourceTooLarge
+from .media import kind_of
 from .render import Source
+from .types import MediaKind
 
 CHUNK = 256 * 1024
 MAX_REDIRECTS = 3
@@ -249,3 +251,19 @@ async def check_origins(config: Config) -> list[str]:
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             problems.append(f"library {lib.id!r}: origin {lib.origin} is unreachable ({type(exc).__name__})")
     return problems
+
+
+def list_previewable(folder: str, limit: int) -> list[str]:
+    """Previewable files under a folder, '/'-joined relative paths, sorted, at most ``limit``
+    (hidden files and folders skipped). Blocking: call it in an executor."""
+    found: list[str] = []
+    root = os.path.realpath(folder)
+    for dirpath, dirs, names in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(names):
+            ext = name.rsplit(".", 1)[-1].lower() if "." in name else ""
+            if not name.startswith(".") and kind_of(ext) is not MediaKind.FILE:
+                found.append(os.path.relpath(os.path.join(dirpath, name), root).replace(os.sep, "/"))
+                if len(found) >= limit:
+                    return found
+    return found

@@ -23,8 +23,8 @@ from .app import create_app
 from .config import Config, LibraryConfig
 from .errors import ApiError
 from .keys import PREVIEWS
+from .origin import list_previewable
 from .request import FileRef, PreviewOptions, decode_file_path
-from .routes.gallery import list_files
 from .service import PRIVATE
 from .types import Fit, Sizing
 
@@ -61,7 +61,8 @@ async def warm(config: Config, lib: LibraryConfig, space: str, sizes: list[int],
     try:
         previews = app[PREVIEWS]
         folder = origin_space(lib, space)
-        files = paths or list_files(lib, limit=10**9)
+        # the space's own folder of a multi-tenant library: its paths are relative to it
+        files = paths or list_previewable(os.path.join(lib.origin, folder), limit=10**9)
         jobs = [(path, size) for path in files for size in sizes]
         slots = asyncio.Semaphore(config.limits.workers)
 

@@ -141,3 +141,20 @@ def test_token_create_asks_the_running_service(tmp_path: Path, media: Path,
         service.stop()
     assert main(["token", "create", "--config", str(config), "--library", "priv", "--url", url]) == 1
     assert "no service at" in capsys.readouterr().err
+
+
+def test_warm_a_space_of_a_multi_tenant_library(tmp_path: Path, media: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    root = tmp_path / "tenants"
+    (root / "a").mkdir(parents=True)
+    (root / "b").mkdir()
+    shutil.copyfile(media / "landscape.jpg", root / "a" / "one.jpg")
+    shutil.copyfile(media / "portrait.jpg", root / "b" / "other.jpg")
+    config = tmp_path / "multi.toml"
+    config.write_text(f'[cache]\ndir = "{tmp_path / "cache"}"\n[faces]\ndetector = "none"\n'
+                      f'[[libraries]]\nid = "m"\norigin = "{root}"\nsecret = "s"\nmulti_tenant = true\n')
+    assert main(["warm", "--config", str(config), "--library", "m", "--space", "a", "--sizes", "32",
+                 "--quiet"]) == 0
+    assert "rendered 1, skipped 0 (already cached), failed 0" in capsys.readouterr().out

@@ -8,34 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import html
-import os
 from urllib.parse import quote
 
 from aiohttp import web
 
-from ..config import Config, LibraryConfig
+from ..config import Config
 from ..errors import NotFound
 from ..keys import CACHE, CONFIG
-from ..media import kind_of
-from ..types import MediaKind
+from ..origin import list_previewable
 
 MAX_FILES = 200
 SIZES = (100, 200, 400)
-
-
-def list_files(lib: LibraryConfig, limit: int = MAX_FILES) -> list[str]:
-    """Previewable files of a folder library, '/'-joined relative paths, sorted, at most ``limit``."""
-    found: list[str] = []
-    root = os.path.realpath(lib.origin)
-    for dirpath, dirs, names in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(names):
-            ext = name.rsplit(".", 1)[-1].lower() if "." in name else ""
-            if not name.startswith(".") and kind_of(ext) is not MediaKind.FILE:
-                found.append(os.path.relpath(os.path.join(dirpath, name), root).replace(os.sep, "/"))
-                if len(found) >= limit:
-                    return found
-    return found
 
 
 def _page(config: Config, listing: dict[str, list[str]], size: int) -> str:
@@ -83,6 +66,7 @@ async def gallery(request: web.Request) -> web.Response:
     size = size if size in SIZES else 200
     libs = [lib for lib in config.libraries if lib.public_read and not lib.multi_tenant and not lib.is_http]
     loop, io = asyncio.get_running_loop(), request.app[CACHE].io
-    listing = {lib.id: await loop.run_in_executor(io, list_files, lib) for lib in libs}
+    listing = {lib.id: await loop.run_in_executor(io, list_previewable, lib.origin, MAX_FILES)
+               for lib in libs}
     return web.Response(text=_page(config, listing, size), content_type="text/html",
                         headers={"Cache-Control": "no-store"})
