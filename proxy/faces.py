@@ -72,34 +72,46 @@ def detect_sides(cfg: FacesConfig) -> tuple[int, ...]:
     return (FIRST_LOOK,)
 
 
+def padded_shape(width: int, height: int) -> tuple[int, int]:
+    """The input shape YuNet runs a ``width`` x ``height`` view at: padded (black, below and right)
+    to a grid of a quarter of the long side, and views up to FIRST_LOOK px long to FIRST_LOOK px,
+    so that every view of 320 px or less shares the 7 shapes of the first look."""
+    long_side = max(width, height, FIRST_LOOK if max(width, height) <= FIRST_LOOK else 0)
+    step = max(32, long_side // 4)
+    rounded = (-(-width // step) * step, -(-height // step) * step)
+    return (long_side, rounded[1]) if width >= height else (rounded[0], long_side)
+
+
 class _Yunet:
     """YuNet with one network per input shape. Changing a network's input size re-allocates it
-    (~15 ms, as much as a detection), and every photo has its own shape: so a view is padded (black,
-    below and right) up to a quarter of its long side, which leaves 7 shapes per view size, and each
-    shape keeps its network (~9 MB each, so at most ``MAX_SHAPES`` per render thread)."""
+    (~15 ms, as much as a detection), and every photo has its own shape: so views are padded to a
+    few shapes (``padded_shape``: 7 per view size), and each shape keeps its network (~9 MB). The
+    shapes of the configured view sizes are built and run at start (``warm_up``) and kept; up to
+    ``EXTRA_SHAPES`` others (small originals between two view sizes) are kept least recently used."""
 
     name = "yunet"
-    MAX_SHAPES = 14  # 7 shapes for the 320 px view, 7 for the 640 px one
+    EXTRA_SHAPES = 4
 
     def __init__(self, model: str) -> None:
         self._model = model
-        self._nets: dict[tuple[int, int], object] = {}
+        self._nets: dict[tuple[int, int], Any] = {}
+        self._kept: set[tuple[int, int]] = set()
 
     def _net(self, shape: tuple[int, int]) -> Any:
-        net = self._nets.get(shape)
+        net = self._nets.pop(shape, None)
         if net is None:
             import cv2
 
-            if len(self._nets) >= self.MAX_SHAPES:
-                self._nets.pop(next(iter(self._nets)))
+            extra = [s for s in self._nets if s not in self._kept]
+            if len(extra) >= self.EXTRA_SHAPES:
+                del self._nets[extra[0]]
             net = cv2.FaceDetectorYN.create(self._model, "", shape, YUNET_SCORE, YUNET_NMS, MAX_FACES)
-            self._nets[shape] = net
+        self._nets[shape] = net  # re-inserted: the dict's order is least recently used first
         return net
 
     def __call__(self, rgb: np.ndarray) -> list[Face]:
         height, width = rgb.shape[:2]
-        step = max(32, max(width, height) // 4)
-        padded = (-(-width // step) * step, -(-height // step) * step)
+        padded = padded_shape(width, height)
         bgr = np.zeros((padded[1], padded[0], 3), np.uint8)  # black below and right: no face there
         bgr[:height, :width] = rgb[:, :, ::-1]  # YuNet wants BGR
         _, rows = self._net(padded).detect(bgr)
@@ -107,14 +119,15 @@ class _Yunet:
             return []
         return [Face(float(r[0]), float(r[1]), float(r[2]), float(r[3]), float(r[14])) for r in rows]
 
-
     def warm_up(self, sides: tuple[int, ...]) -> None:
-        """Build the networks of every padded shape of these view sizes now, not on first use."""
+        """Build and keep the networks of every padded shape of these view sizes, and run each once
+        now: a network's first ``detect`` allocates its buffers (~2.5x the time of a later one)."""
         for side in sides:
             step = max(32, side // 4)
             for short in range(step, side + 1, step):
-                for shape in {(side, short), (short, side)}:
-                    self._net(shape)
+                for width, height in {(side, short), (short, side)}:
+                    self._net((width, height)).detect(np.zeros((height, width, 3), np.uint8))
+                    self._kept.add((width, height))
 
 
 class _Haar:
