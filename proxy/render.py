@@ -282,7 +282,9 @@ def faces_in(image: pyvips.Image, faces_cfg: FacesConfig) -> Detection:
     for side in detect_sides(faces_cfg):
         view = image
         if max(image.width, image.height) > side * 1.2:
-            view = image.thumbnail_image(side, height=side).copy_memory()
+            # a linear (triangle) reduce: the detector needs no lanczos sharpness, and the view is
+            # read once (by rgb_array), so it is not copied to memory first
+            view = image.resize(side / max(image.width, image.height), kernel="linear")
         detection = detect(rgb_array(view), faces_cfg)
         seconds += detection.seconds
         faces = tuple(scale_faces(detection.faces, image.width / view.width))
