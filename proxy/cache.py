@@ -307,9 +307,12 @@ class FileLock:
             delay = min(delay * 2, 0.1)
         return True
 
-    def release(self) -> None:
+    def _release(self) -> None:
         if self._fd is not None:
             with contextlib.suppress(OSError):
                 os.unlink(self.path)  # while held: the next holder checks the inode
             os.close(self._fd)
             self._fd = None
+
+    async def release(self, io: Executor) -> None:
+        await asyncio.get_running_loop().run_in_executor(io, self._release)

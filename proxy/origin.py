@@ -98,6 +98,17 @@ class LocalOrigin(Origin):
             await loop.run_in_executor(self.io, fh.close)
 
 
+def redirect_target(url: str, location: str, host: str) -> str:
+    """Where a redirect from ``url`` leads, when it may be followed: on the origin's own ``host``
+    only, over http(s), and never from https down to http (the bytes would then travel in clear)."""
+    target = urljoin(url, location)
+    if urlsplit(target).netloc != host or urlsplit(target).scheme not in ("http", "https"):
+        raise OriginError("the origin redirected to another host")
+    if urlsplit(url).scheme == "https" and urlsplit(target).scheme != "https":
+        raise OriginError("the origin redirected from https to http")
+    return target
+
+
 class HttpOrigin(Origin):
     """An http(s):// base URL (an object-storage bucket, a web server). One ClientSession per origin."""
 
@@ -143,11 +154,9 @@ class HttpOrigin(Origin):
             except (aiohttp.ClientError, OSError) as exc:
                 raise OriginError(f"the origin failed: {type(exc).__name__}") from None
             if resp.status in (301, 302, 303, 307, 308):
-                target = urljoin(url, resp.headers.get("Location", ""))
+                location = resp.headers.get("Location", "")
                 resp.release()
-                if urlsplit(target).netloc != self.host or urlsplit(target).scheme not in ("http", "https"):
-                    raise OriginError("the origin redirected to another host")
-                url = target
+                url = redirect_target(url, location, self.host)
                 continue
             if resp.status in (404, 410):
                 resp.release()

@@ -194,7 +194,7 @@ class Previews:
                 return await self._render(lib, space, ref, st, options, family, rel)
             return None
         finally:
-            lock.release()
+            await lock.release(self.cache.io)
 
     async def _render(self, lib: LibraryConfig, space: str, ref: FileRef, st: SourceStat,
                       options: PreviewOptions, family: str, rel: str) -> str | None:

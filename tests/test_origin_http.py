@@ -330,3 +330,23 @@ async def test_origin_that_stalls_mid_body(aiohttp_client: Any, make_config: Con
         assert time.monotonic() - started < 3
     finally:
         release.set()
+
+
+@pytest.mark.parametrize(("url", "location", "expected"), [
+    ("http://o.test/a.jpg", "/b.jpg", "http://o.test/b.jpg"),
+    ("http://o.test/a.jpg", "https://o.test/a.jpg", "https://o.test/a.jpg"),      # an upgrade: followed
+    ("https://o.test/a.jpg", "https://o.test/c/a.jpg", "https://o.test/c/a.jpg"),
+    ("https://o.test/a.jpg", "http://o.test/a.jpg", None),                      # a downgrade: refused
+    ("https://o.test/a.jpg", "//o.test/a.jpg", "https://o.test/a.jpg"),         # scheme-relative stays https
+    ("http://o.test/a.jpg", "http://other.test/a.jpg", None),
+    ("http://o.test/a.jpg", "file:///etc/passwd", None),
+])
+def test_which_redirects_are_followed(url: str, location: str, expected: str | None) -> None:
+    from proxy.errors import OriginError
+    from proxy.origin import redirect_target
+
+    if expected is None:
+        with pytest.raises(OriginError):
+            redirect_target(url, location, "o.test")
+    else:
+        assert redirect_target(url, location, "o.test") == expected

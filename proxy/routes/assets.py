@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import time
+from typing import NoReturn
 from urllib.parse import unquote
 
 from aiohttp import web
@@ -54,16 +55,16 @@ async def asset_route(request: web.Request) -> web.StreamResponse:
     expires = _signed(request, raw_path)
     if m.group(1) and expires is None:
         raise Forbidden("a private render's link must be signed", code="InvalidSignature")
-    path = request.app[CACHE].path(rel)
+    cache = request.app[CACHE]
     headers = {"Content-Type": CONTENT_TYPES[m.group(5)],
                "Cache-Control": IMMUTABLE if expires is None else _private_cache_control(expires)}
-    try:
-        return web.FileResponse(path, headers=headers) if path.is_file() else _missing()
-    except OSError:
-        return _missing()
+    # the cache's index (stat in its executor, now and then), not a stat on the event loop
+    if not await cache.has(rel):
+        _missing()
+    return web.FileResponse(cache.path(rel), headers=headers)
 
 
-def _missing() -> web.StreamResponse:
+def _missing() -> NoReturn:
     raise NotFound("no such asset (it may have been evicted: ask for the preview again)",
                    code="FileNotFound")
 
