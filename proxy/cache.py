@@ -315,4 +315,11 @@ class FileLock:
             self._fd = None
 
     async def release(self, io: Executor) -> None:
-        await asyncio.get_running_loop().run_in_executor(io, self._release)
+        """Unlock off the event loop; still unlock (two syscalls, here) when that cannot happen:
+        a lock left held would stall this key on every worker until the process exits."""
+        try:
+            done = asyncio.get_running_loop().run_in_executor(io, self._release)
+        except RuntimeError:  # the executor is shut down (process exit)
+            self._release()
+            return
+        await asyncio.shield(done)  # a cancelled caller does not cancel the queued unlock

@@ -72,46 +72,57 @@ def detect_sides(cfg: FacesConfig) -> tuple[int, ...]:
     return (FIRST_LOOK,)
 
 
-def padded_shape(width: int, height: int) -> tuple[int, int]:
-    """The input shape YuNet runs a ``width`` x ``height`` view at: padded (black, below and right)
-    to a grid of a quarter of the long side, and views up to FIRST_LOOK px long to FIRST_LOOK px,
-    so that every view of 320 px or less shares the 7 shapes of the first look."""
-    long_side = max(width, height, FIRST_LOOK if max(width, height) <= FIRST_LOOK else 0)
-    step = max(32, long_side // 4)
-    rounded = (-(-width // step) * step, -(-height // step) * step)
-    return (long_side, rounded[1]) if width >= height else (rounded[0], long_side)
+def padded_shape(width: int, height: int, sides: tuple[int, ...]) -> tuple[int, int]:
+    """The input shape YuNet runs a ``width`` x ``height`` view at: the smallest of the view
+    ``sides`` that holds it, padded (black, below and right) to a grid of a quarter of that side.
+    Every view ``faces_in`` makes then lands on one of 7 shapes per side (``grid``); a view larger
+    than every side gets a shape of its own."""
+    long_side = max(width, height)
+    side = next((s for s in sorted(sides) if s >= long_side), long_side)
+    step = max(1, side // 4)
+
+    def pad(n: int) -> int:
+        return min(side, -(-n // step) * step)
+
+    return (side, pad(height)) if width >= height else (pad(width), side)
+
+
+def grid(side: int) -> set[tuple[int, int]]:
+    """Every shape ``padded_shape`` gives for views that ``side`` holds."""
+    return {shape for short in range(1, side + 1) for shape in
+            (padded_shape(side, short, (side,)), padded_shape(short, side, (side,)))}
 
 
 class _Yunet:
     """YuNet with one network per input shape. Changing a network's input size re-allocates it
-    (~15 ms, as much as a detection), and every photo has its own shape: so views are padded to a
-    few shapes (``padded_shape``: 7 per view size), and each shape keeps its network (~9 MB). The
-    shapes of the configured view sizes are built and run at start (``warm_up``) and kept; up to
-    ``EXTRA_SHAPES`` others (small originals between two view sizes) are kept least recently used."""
+    (~15 ms, as much as a detection), and every photo has its own shape: so views are padded onto
+    the few shapes of ``grid`` (7 per view size), each with a network kept for the thread's life.
+    A network's first ``detect`` allocates its buffers (~2.5x the time of a later one; ~5 MiB per
+    320 px shape, ~14 MiB per 640 px one). ``warm_up`` runs every network once at start: the first
+    requests do not pay for it (+0.25x on the acceptance perf photos when the second look's were
+    left to first use), and the ~130 MiB per render thread they hold, which a library of photos
+    with and without faces reaches anyway, is there from the start rather than a surprise later."""
 
     name = "yunet"
-    EXTRA_SHAPES = 4
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, sides: tuple[int, ...]) -> None:
         self._model = model
+        self._sides = sides
         self._nets: dict[tuple[int, int], Any] = {}
-        self._kept: set[tuple[int, int]] = set()
 
     def _net(self, shape: tuple[int, int]) -> Any:
-        net = self._nets.pop(shape, None)
+        net = self._nets.get(shape)
         if net is None:
             import cv2
 
-            extra = [s for s in self._nets if s not in self._kept]
-            if len(extra) >= self.EXTRA_SHAPES:
-                del self._nets[extra[0]]
             net = cv2.FaceDetectorYN.create(self._model, "", shape, YUNET_SCORE, YUNET_NMS, MAX_FACES)
-        self._nets[shape] = net  # re-inserted: the dict's order is least recently used first
+            if max(shape) <= max(self._sides):  # a grid shape; any other is used once, not kept
+                self._nets[shape] = net
         return net
 
     def __call__(self, rgb: np.ndarray) -> list[Face]:
         height, width = rgb.shape[:2]
-        padded = padded_shape(width, height)
+        padded = padded_shape(width, height, self._sides)
         bgr = np.zeros((padded[1], padded[0], 3), np.uint8)  # black below and right: no face there
         bgr[:height, :width] = rgb[:, :, ::-1]  # YuNet wants BGR
         _, rows = self._net(padded).detect(bgr)
@@ -119,15 +130,10 @@ class _Yunet:
             return []
         return [Face(float(r[0]), float(r[1]), float(r[2]), float(r[3]), float(r[14])) for r in rows]
 
-    def warm_up(self, sides: tuple[int, ...]) -> None:
-        """Build and keep the networks of every padded shape of these view sizes, and run each once
-        now: a network's first ``detect`` allocates its buffers (~2.5x the time of a later one)."""
-        for side in sides:
-            step = max(32, side // 4)
-            for short in range(step, side + 1, step):
-                for width, height in {(side, short), (short, side)}:
-                    self._net((width, height)).detect(np.zeros((height, width, 3), np.uint8))
-                    self._kept.add((width, height))
+    def warm_up(self) -> None:
+        for side in self._sides:
+            for width, height in grid(side):
+                self._net((width, height)).detect(np.zeros((height, width, 3), np.uint8))
 
 
 class _Haar:
@@ -163,7 +169,7 @@ _local = threading.local()
 
 def _instance(cfg: FacesConfig) -> _Yunet | _Haar | None:
     """This thread's detector for ``cfg`` (built on first use, then reused)."""
-    key = (cfg.detector, cfg.model)
+    key = (cfg.detector, cfg.model, cfg.second_look)
     cached = getattr(_local, "detector", None)
     if cached is not None and cached[0] == key:
         return cached[1]
@@ -173,7 +179,7 @@ def _instance(cfg: FacesConfig) -> _Yunet | _Haar | None:
     name = detector_name(cfg)
     instance: _Yunet | _Haar | None = None
     if name == "yunet":
-        instance = _Yunet(find_model(cfg.model))
+        instance = _Yunet(find_model(cfg.model), detect_sides(cfg))
     elif name == "haar":
         instance = _Haar()
     _local.detector = (key, instance)
@@ -186,7 +192,7 @@ def warm_up(cfg: FacesConfig) -> None:
     try:
         instance = _instance(cfg)
         if isinstance(instance, _Yunet):
-            instance.warm_up(detect_sides(cfg))
+            instance.warm_up()
     except Exception as exc:  # a broken model: every detection will fall back to the centre (logged)
         log.warning('{"event": "face_detector_unavailable", "detector": "%s", "error": "%s"}',
                     cfg.detector, type(exc).__name__)

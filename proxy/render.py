@@ -270,7 +270,7 @@ def resize_with_faces(src: Source, info: Probe, todo: Plan, faces_cfg: FacesConf
         image = big.thumbnail_image(todo.resize[0], height=todo.resize[1], size="force")
     else:  # the output is larger than the detection decode: decode again at the output size
         image = thumbnail(src, info, todo.resize)
-    factor = info.width / big.width
+    factor = max(info.width, info.height) / max(big.width, big.height)
     return image, replace(detection, faces=tuple(scale_faces(detection.faces, factor)))
 
 
@@ -279,15 +279,17 @@ def faces_in(image: pyvips.Image, faces_cfg: FacesConfig) -> Detection:
     its own coordinates: looked for on a view of each of the detector's sizes in turn (no larger
     than the image) until one finds a face."""
     seconds = 0.0
+    long_side = max(image.width, image.height)
     for side in detect_sides(faces_cfg):
         view = image
-        if max(image.width, image.height) > side * 1.2:
+        if long_side > side:  # never larger than the view size: YuNet keeps a network per size
             # a linear (triangle) reduce: the detector needs no lanczos sharpness, and the view is
             # read once (by rgb_array), so it is not copied to memory first
-            view = image.resize(side / max(image.width, image.height), kernel="linear")
+            view = image.resize(side / long_side, kernel="linear")
         detection = detect(rgb_array(view), faces_cfg)
         seconds += detection.seconds
-        faces = tuple(scale_faces(detection.faces, image.width / view.width))
+        # by the long sides: the short side of a very long view is rounded to a few pixels
+        faces = tuple(scale_faces(detection.faces, long_side / max(view.width, view.height)))
         if view is image or keep_faces(faces, image.width, image.height) or detection.failed:
             break
     return replace(detection, faces=faces, seconds=seconds)

@@ -523,6 +523,18 @@ async def test_asset_headers_and_304(client: TestClient) -> None:
     assert head.status == 200 and head.headers["Content-Length"] == str(len(await resp.read()))
 
 
+async def test_a_render_deleted_behind_the_service_is_a_json_404(client: TestClient) -> None:
+    from proxy.keys import CACHE
+
+    loc = await location(client, API + "landscape.jpg?preview&size=40")
+    assert (await client.get(loc)).status == 200
+    cache = client.server.app[CACHE]
+    os.unlink(cache.path(urlsplit(loc).path[len("/_assets/"):]))  # another worker evicted it
+    resp = await client.get(loc)
+    assert resp.status == 404
+    assert (await resp.json())["code"] == "FileNotFound"
+
+
 async def test_fifty_concurrent_requests_render_once(client: TestClient) -> None:
     url = API + "astronaut.png?preview&size=300"
     responses = await asyncio.gather(*(client.get(url, allow_redirects=False) for _ in range(50)))

@@ -294,3 +294,53 @@ async def test_resync_takes_in_other_workers_files_and_drops_deleted_ones(tmp_pa
     assert await ours.has("lib/cc/dd/theirs.jpeg") and not await ours.has("lib/aa/bb/gone.jpeg")
     assert cleared  # the micro-cache of 302s is told
     io.shutdown()
+
+
+async def never_done() -> bool:
+    return False
+
+
+async def test_a_render_lock_is_held_until_released(tmp_path: Path, io: ThreadPoolExecutor) -> None:
+    from proxy.cache import FileLock
+
+    first, second = FileLock(tmp_path, "k" * 64), FileLock(tmp_path, "k" * 64)
+    assert await first.acquire(io, never_done)
+    assert not await second.acquire(io, never_done, timeout=0.05)  # held: the waiter gives up
+    await first.release(io)
+    assert await second.acquire(io, never_done, timeout=1)
+    await second.release(io)
+
+
+async def test_a_cancelled_release_still_unlocks(tmp_path: Path) -> None:
+    import threading
+
+    from proxy.cache import FileLock
+
+    with ThreadPoolExecutor(1) as pool, ThreadPoolExecutor(1) as other_pool:
+        lock = FileLock(tmp_path, "c" * 64)
+        assert await lock.acquire(pool, never_done)
+        busy = threading.Event()
+        pool.submit(busy.wait, 5)  # the unlock has to wait in the queue
+        task = asyncio.create_task(lock.release(pool))
+        await asyncio.sleep(0.01)
+        task.cancel()  # the caller goes away while the unlock is queued
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        busy.set()
+        other = FileLock(tmp_path, "c" * 64)
+        assert await other.acquire(other_pool, never_done, timeout=2)
+        await other.release(other_pool)
+
+
+async def test_a_release_after_the_executor_shut_down_unlocks(tmp_path: Path) -> None:
+    from proxy.cache import FileLock
+
+    pool = ThreadPoolExecutor(1)
+    lock = FileLock(tmp_path, "s" * 64)
+    assert await lock.acquire(pool, never_done)
+    pool.shutdown(wait=True)
+    await lock.release(pool)
+    with ThreadPoolExecutor(1) as fresh:
+        other = FileLock(tmp_path, "s" * 64)
+        assert await other.acquire(fresh, never_done, timeout=1)
+        await other.release(fresh)

@@ -187,40 +187,34 @@ async def test_detections_outlive_a_restart_with_the_redis_store(aiohttp_client:
     assert not re.search(r"preview_face_detect_seconds_count\{[^}]*\} [1-9]", text)
 
 
-def warmed_shapes(side: int) -> set[tuple[int, int]]:
-    step = side // 4
-    return {shape for short in range(step, side + 1, step) for shape in ((side, short), (short, side))}
+@pytest.mark.parametrize("width", [1, 40, 128, 200, 319, 320, 321, 379, 504, 640])
+@pytest.mark.parametrize("height", [1, 75, 160, 241, 320, 321, 378, 480, 640])
+def test_every_view_lands_on_a_shape_of_its_size(width: int, height: int) -> None:
+    from proxy.faces import grid, padded_shape
 
-
-@pytest.mark.parametrize("width", [1, 40, 128, 200, 319, 320])
-@pytest.mark.parametrize("height", [1, 75, 160, 241, 320])
-def test_small_views_share_the_shapes_warmed_at_start(width: int, height: int) -> None:
-    from proxy.faces import FIRST_LOOK, padded_shape
-
-    shape = padded_shape(width, height)
-    assert shape in warmed_shapes(FIRST_LOOK)
-    assert shape[0] >= width and shape[1] >= height
+    shape = padded_shape(width, height, (320, 640))
+    assert shape in (grid(320) if max(width, height) <= 320 else grid(640))
+    assert len(grid(320)) == len(grid(640)) == 7
+    assert shape[0] >= width and shape[1] >= height  # the whole view is looked at
     # padded along the short side, never turned
     assert shape[0] >= shape[1] if width >= height else shape[1] >= shape[0]
 
 
 @needs_yunet
-def test_yunet_keeps_its_warmed_networks_and_few_others() -> None:
-    from proxy.faces import _Yunet
+def test_yunet_keeps_one_network_per_grid_shape() -> None:
+    from proxy.faces import _Yunet, grid
 
-    yunet = _Yunet(str(YUNET_MODEL))
-    yunet.warm_up((320, 640))
-    warmed = warmed_shapes(320) | warmed_shapes(640)
-    assert set(yunet._nets) == warmed
-    for width in range(400, 640, 40):  # originals between the two view sizes: shapes of their own
+    yunet = _Yunet(str(YUNET_MODEL), (320, 640))
+    yunet.warm_up()
+    shapes = grid(320) | grid(640)
+    assert set(yunet._nets) == shapes
+    for width in range(330, 800, 60):  # views of every size: no new network is kept
         yunet(np.zeros((300, width, 3), np.uint8))
-    assert warmed <= set(yunet._nets)
-    assert len(yunet._nets) == len(warmed) + _Yunet.EXTRA_SHAPES
-    # a small photo runs on a warmed shape, padded: the face is still found where it is
+    assert set(yunet._nets) == shapes
+    # a small photo runs on a padded grid shape: the face is still found where it is
     small = astronaut().resize(200 / 512)
     rgb = np.ndarray(buffer=small.write_to_memory(), dtype=np.uint8, shape=(200, 200, 3))
     faces = yunet(rgb)
-    assert len(yunet._nets) == len(warmed) + _Yunet.EXTRA_SHAPES
     x, y, w, h = (v * 200 / 512 for v in FACE)
     assert any(abs(f.x + f.w / 2 - (x + w / 2)) < w / 3 and abs(f.y + f.h / 2 - (y + h / 2)) < h / 3
                for f in faces)

@@ -6,6 +6,7 @@ process with no nginx serves the whole API, with the same headers and signature 
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from typing import NoReturn
@@ -58,10 +59,12 @@ async def asset_route(request: web.Request) -> web.StreamResponse:
     cache = request.app[CACHE]
     headers = {"Content-Type": CONTENT_TYPES[m.group(5)],
                "Cache-Control": IMMUTABLE if expires is None else _private_cache_control(expires)}
-    # the cache's index (stat in its executor, now and then), not a stat on the event loop
-    if not await cache.has(rel):
+    path = cache.path(rel)
+    # a stat each time, in the file-system executor: the index may still list a file another worker
+    # evicted, and FileResponse would answer a bare 404 for it, not the API's JSON error
+    if not await asyncio.get_running_loop().run_in_executor(cache.io, path.is_file):
         _missing()
-    return web.FileResponse(cache.path(rel), headers=headers)
+    return web.FileResponse(path, headers=headers)
 
 
 def _missing() -> NoReturn:
