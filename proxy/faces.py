@@ -187,8 +187,8 @@ def _instance(cfg: FacesConfig) -> _Yunet | _Haar | None:
 
 
 def warm_up(cfg: FacesConfig) -> None:
-    """Make this thread's detector ready (the model loaded, YuNet's networks built): at start-up, so
-    that the first requests do not pay for it."""
+    """Make this thread's detector ready (the model loaded, YuNet's networks built and run once):
+    at start-up, so that the first requests do not pay for it."""
     try:
         instance = _instance(cfg)
         if isinstance(instance, _Yunet):
