@@ -74,7 +74,7 @@ def crop_for(data: bytes, size: int, cfg: FacesConfig) -> tuple[Box, int, int, f
     else:
         image, detection = resize_with_faces(src, info, todo, cfg)
         faces, seconds = detection.faces, detection.seconds
-    box = place_crop(image.width, image.height, todo.side, faces, info.width)
+    box = place_crop(image.width, image.height, todo.side, faces, (info.width, info.height))
     return box, image.width, image.height, seconds
 
 

@@ -86,7 +86,7 @@ def _frames(src: Source, info: Probe, options: PreviewOptions, kept: list[int],
     page = strip.get("page-height") if len(kept) > 1 else strip.height
     if todo.side:
         side = min(todo.side, strip.width, page)  # libvips may round a page a pixel off the plan
-        box = place_crop(strip.width, page, side, faces, info.width)
+        box = place_crop(strip.width, page, side, faces, (info.width, info.height))
     else:
         box = Box(0, 0, strip.width, page)
     if len(kept) == 1 and box == Box(0, 0, strip.width, strip.height):
@@ -132,7 +132,7 @@ def render_animated(src: Source, info: Probe, options: PreviewOptions, limits: L
         if detect is not None and not faces and plan(info.width, info.height, options.sizing).side:
             first = pyvips.Image.thumbnail_source(src.vips(), FIRST_FRAME_SIDE, height=FIRST_FRAME_SIDE,
                                                   size="down").copy_memory()  # page 0 only
-            faces = scale_faces(detect(first), info.width / first.width)
+            faces = scale_faces(detect(first), (first.width, first.height), (info.width, info.height))
         image, box = _frames(src, info, options, kept, faces)
         return encode_animation(image, family, box.height, timing, output)
     except pyvips.Error:

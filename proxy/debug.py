@@ -38,15 +38,15 @@ def render_debug(src: Source, info: Probe, options: PreviewOptions, output: Outp
     if view.hasalpha():
         view = view.flatten(background=[255, 255, 255])
     view = view.extract_band(0, n=3).cast("uchar").copy_memory()
-    factor = view.width / info.width
-    faces = scale_faces(detection.faces, factor)
+    source, shown = (info.width, info.height), (view.width, view.height)
+    faces = scale_faces(detection.faces, source, shown)
     kept = keep_faces(faces, view.width, view.height)
     for face in faces:
         view = _frame(view, face.x, face.y, face.w, face.h, GREEN if face in kept else RED)
     todo = plan(info.width, info.height, options.sizing)
     if todo.side:
-        box = place_crop(todo.resize[0], todo.resize[1], todo.side, detection.faces, info.width)
-        scale = view.width / todo.resize[0]
+        box = place_crop(todo.resize[0], todo.resize[1], todo.side, detection.faces, source)
+        scale = max(shown) / max(todo.resize)  # by the long sides, as scale_faces
         view = _frame(view, box.left * scale, box.top * scale, box.width * scale, box.height * scale,
                       BLUE, thickness=4)
     return encode(view, "jpeg", output)

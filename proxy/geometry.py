@@ -134,5 +134,8 @@ def crop_box(width: int, height: int, side: int, faces: Sequence[Face] = ()) -> 
     return Box(_clamp(cx - side / 2, side, width), _clamp(top, side, height), side, side)
 
 
-def scale_faces(faces: Sequence[Face], factor: float) -> list[Face]:
+def scale_faces(faces: Sequence[Face], source: tuple[int, int], target: tuple[int, int]) -> list[Face]:
+    """Faces found in a ``source`` (width, height) image, in the coordinates of a resize of it to
+    ``target``. By the long sides: a resize rounds its short side, to a few pixels on a long image."""
+    factor = max(target) / max(source)
     return [Face(f.x * factor, f.y * factor, f.w * factor, f.h * factor, f.score) for f in faces]

@@ -201,18 +201,18 @@ def encode(image: pyvips.Image, family: str, output: OutputConfig) -> Rendered:
     return Rendered(data=data, format=family, width=image.width, height=image.height)
 
 
-def place_crop(width: int, height: int, side: int, faces: Sequence[Face], source_width: int) -> Box:
-    """The ``side`` square to cut from a ``width`` x ``height`` resize of a ``source_width`` wide
-    original, placed on ``faces`` (given in the original's coordinates)."""
-    resized = scale_faces(faces, width / source_width)
+def place_crop(width: int, height: int, side: int, faces: Sequence[Face], source: tuple[int, int]) -> Box:
+    """The ``side`` square to cut from a ``width`` x ``height`` resize of a ``source`` (width,
+    height) original, placed on ``faces`` (given in the original's coordinates)."""
+    resized = scale_faces(faces, source, (width, height))
     return crop_box(width, height, side, keep_faces(resized, width, height))
 
 
-def finish(image: pyvips.Image, todo: Plan, faces: Sequence[Face], source_width: int, family: str,
+def finish(image: pyvips.Image, todo: Plan, faces: Sequence[Face], source: tuple[int, int], family: str,
            output: OutputConfig) -> Rendered:
     """Crop an image already resized to ``todo.resize`` (on the faces, when a square) and encode it."""
     if todo.side:
-        box = place_crop(image.width, image.height, todo.side, faces, source_width)
+        box = place_crop(image.width, image.height, todo.side, faces, source)
         image = image.extract_area(box.left, box.top, box.width, box.height)
     return encode(image, family, output)
 
@@ -226,7 +226,7 @@ def render_still(src: Source, info: Probe, options: PreviewOptions, output: Outp
     todo = plan(info.width, info.height, options.sizing)
     try:
         image = thumbnail(src, info, todo.resize)
-        return finish(image, todo, faces, info.width, options.format or info.family, output)
+        return finish(image, todo, faces, (info.width, info.height), options.format or info.family, output)
     except pyvips.Error as exc:
         raise UnsupportedMedia(_first_line(exc)) from None
 
@@ -270,8 +270,8 @@ def resize_with_faces(src: Source, info: Probe, todo: Plan, faces_cfg: FacesConf
         image = big.thumbnail_image(todo.resize[0], height=todo.resize[1], size="force")
     else:  # the output is larger than the detection decode: decode again at the output size
         image = thumbnail(src, info, todo.resize)
-    factor = max(info.width, info.height) / max(big.width, big.height)
-    return image, replace(detection, faces=tuple(scale_faces(detection.faces, factor)))
+    faces = scale_faces(detection.faces, (big.width, big.height), (info.width, info.height))
+    return image, replace(detection, faces=tuple(faces))
 
 
 def faces_in(image: pyvips.Image, faces_cfg: FacesConfig) -> Detection:
@@ -288,8 +288,7 @@ def faces_in(image: pyvips.Image, faces_cfg: FacesConfig) -> Detection:
             view = image.resize(side / long_side, kernel="linear")
         detection = detect(rgb_array(view), faces_cfg)
         seconds += detection.seconds
-        # by the long sides: the short side of a very long view is rounded to a few pixels
-        faces = tuple(scale_faces(detection.faces, long_side / max(view.width, view.height)))
+        faces = tuple(scale_faces(detection.faces, (view.width, view.height), (image.width, image.height)))
         if view is image or keep_faces(faces, image.width, image.height) or detection.failed:
             break
     return replace(detection, faces=faces, seconds=seconds)
@@ -305,7 +304,8 @@ def render_still_faces(src: Source, info: Probe, options: PreviewOptions, output
         return render_still(src, info, options, output, known or ()), None
     try:
         image, detection = resize_with_faces(src, info, todo, faces_cfg)
-        rendered = finish(image, todo, detection.faces, info.width, options.format or info.family, output)
+        family = options.format or info.family
+        rendered = finish(image, todo, detection.faces, (info.width, info.height), family, output)
     except pyvips.Error as exc:
         raise UnsupportedMedia(_first_line(exc)) from None
     return rendered, detection

@@ -139,6 +139,6 @@ def render_cover(src: Source, options: PreviewOptions, limits: LimitsConfig, out
     try:
         if todo.resize != (image.width, image.height):
             image = image.thumbnail_image(todo.resize[0], height=todo.resize[1], size="force")
-        return finish(image, todo, faces, frame.shape[1], options.format or "jpeg", output)
+        return finish(image, todo, faces, (frame.shape[1], frame.shape[0]), options.format or "jpeg", output)
     except pyvips.Error as exc:
         raise UnsupportedMedia("the video frame cannot be encoded") from exc

@@ -169,3 +169,17 @@ def test_centre_box_of_a_plan_is_inside_the_resized_image(source: tuple[int, int
 ])
 def test_oriented(orientation: int, expected: tuple[int, int]) -> None:
     assert oriented(400, 240, orientation) == expected
+
+
+def test_faces_follow_a_resize_by_its_long_side() -> None:
+    from proxy.geometry import scale_faces
+    from proxy.types import Face
+
+    # 20 x 2000 resized to a 320 px long view is 3 x 320 (the short side rounded from 3.2):
+    # by the widths a face would move by 6.67x, by the long sides by the true 6.25x
+    face = Face(1.0, 100.0, 1.0, 16.0, 0.9)
+    (back,) = scale_faces([face], (3, 320), (20, 2000))
+    assert (back.y, back.h) == (625.0, 100.0)
+    assert back.score == 0.9
+    (there,) = scale_faces([back], (20, 2000), (3, 320))
+    assert there == face
