@@ -34,14 +34,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_core import BARE, free_port, write_section
+from bench_core import BARE, corpus_photos, free_port, write_section
 from peers_procs import PeakRss, Procs, tree_cpu, wait_http, wrk
 from peers_report import Stat, chart, profile_table, report
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 OUT = BENCH / "out"
-CORPUS = ROOT.parent / "shared" / "corpus"
 MODEL = ROOT.parent / "shared" / "models" / "face_detection_yunet_2023mar.onnx"
 PY = Path(sys.executable)
 CORES = os.cpu_count() or 1
@@ -92,9 +91,8 @@ class Media:
     def __init__(self, root: Path, seed: int = 7) -> None:
         self.root = root
         (root / "photos").mkdir(parents=True)
-        for pattern in ("photos/sharp_*.jpg", "photos/mdx_*.jpg", "faces/*.jpg"):
-            for f in sorted(CORPUS.glob(pattern)):
-                shutil.copyfile(f, root / "photos" / f.name)
+        for f in corpus_photos():
+            shutil.copyfile(f, root / "photos" / f.name)
         self.names = sorted(p.name for p in (root / "photos").iterdir())
         self.rng = random.Random(seed)
         self.order: list[str] = []

@@ -24,31 +24,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pyvips
-
-SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
-MODEL = SHARED / "models" / "face_detection_yunet_2023mar.onnx"
-
-
-def default_photos() -> list[Path]:
-    corpus = SHARED / "corpus"
-    patterns = ("faces/*.jpg", "photos/sharp_*.jpg", "photos/mdx_*.jpg")
-    return sorted((path for pattern in patterns for path in corpus.glob(pattern)), key=lambda p: p.name)
-
-
-def best_of(fn: Callable[[], object], runs: int = 3) -> float:
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return min(times)
+from bench_core import MODEL, best_of, corpus_photos, raw_seconds
 
 
 class Looks:
@@ -78,11 +60,6 @@ class Looks:
         return run
 
 
-def raw_render(data: bytes) -> Callable[[], bytes]:
-    """check_perf.py's baseline: libvips' own centre crop of the same bytes, JPEG Q85."""
-    return lambda: pyvips.Image.thumbnail_buffer(data, 200, height=200, crop="centre").jpegsave_buffer(Q=85)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("photos", nargs="*", type=Path)
@@ -91,14 +68,14 @@ def main() -> None:
     args = parser.parse_args()
     cv2.setNumThreads(args.cv_threads)
     looks = Looks(args.model)
-    photos = args.photos or default_photos()
+    photos = args.photos or corpus_photos()
     if not photos:
         sys.exit("no photos: pass some, or put ../shared beside the checkout")
     total_raw = total_320 = total_640 = 0.0
     print("| photo | raw ms | look 320 ms | look 640 ms | floor x |\n|---|---:|---:|---:|---:|")
     for path in photos:
         data = path.read_bytes()
-        raw = best_of(raw_render(data))
+        raw = raw_seconds(data)
         first = looks.detector(looks.view(data, 320))
         look320 = best_of(first)
         look640 = best_of(looks.detector(looks.view(data, 640))) if first() == 0 else 0.0
