@@ -18,7 +18,7 @@ from .cache import DiskCache
 from .config import Config
 from .decisions import Decisions
 from .faces import detector_name, warm_up
-from .keys import CACHE, CONFIG, DECISIONS, METRICS, ORIGINS, POOL, PREVIEWS, STORE
+from .keys import ACCESS_LOG, CACHE, CONFIG, DECISIONS, METRICS, ORIGINS, POOL, PREVIEWS, STORE
 from .metrics import Metrics
 from .middleware import AccessLog, make_middleware
 from .origin import check_origins, make_origin
@@ -100,6 +100,7 @@ def create_app(config: Config) -> web.Application:
     app = web.Application(middlewares=[make_middleware(metrics_, access_log)], client_max_size=64 * 1024)
     app.on_cleanup.append(lambda _app: _flush(access_log))
     app[CONFIG] = config
+    app[ACCESS_LOG] = access_log
     app[METRICS] = metrics_
     app.cleanup_ctx.append(_state)
     router = app.router

@@ -8,6 +8,7 @@ from .cache import DiskCache
 from .config import Config
 from .decisions import Decisions
 from .metrics import Metrics
+from .middleware import AccessLog
 from .origin import Origin
 from .pool import RenderPool
 from .service import Previews
@@ -21,3 +22,4 @@ PREVIEWS = web.AppKey("previews", Previews)
 ORIGINS = web.AppKey("origins", dict[str, Origin])
 STORE = web.AppKey("store", Store)  # tokens, source versions, face boxes (memory or Redis)
 DECISIONS = web.AppKey("decisions", Decisions)
+ACCESS_LOG = web.AppKey("access_log", AccessLog)  # flushed at clean-up (and by tests, to read it now)

@@ -24,6 +24,7 @@ from aiohttp.test_utils import TestClient
 
 from proxy.app import create_app
 from proxy.config import Config, build_config
+from proxy.keys import ACCESS_LOG
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
@@ -81,25 +82,89 @@ def media(tmp_path: Path) -> Path:
 ConfigFactory = Callable[..., Config]
 
 
+def config_raw(root: Path, media: Path, **sections: Any) -> dict[str, Any]:
+    """The tests' config as a dict: cache under ``root``, no faces, library ``lib`` on ``media``.
+
+    A section given as a dict is merged into the default one; anything else replaces it.
+    """
+    raw: dict[str, Any] = {
+        "server": {"redirect_max_age": 60},
+        "cache": {"dir": str(root / "cache")},
+        "faces": {"detector": "none"},
+        "libraries": [{"id": "lib", "origin": str(media), "secret": "lib-secret"}],
+    }
+    for name, value in sections.items():
+        if isinstance(value, dict) and isinstance(raw.get(name), dict):
+            raw[name] = {**raw[name], **value}
+        else:
+            raw[name] = value
+    return raw
+
+
+def toml_text(raw: dict[str, Any]) -> str:
+    """``raw`` as TOML: tables, arrays of tables (nested tables inside them), scalars, lists of scalars."""
+
+    def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, int | float):
+            return repr(v)  # nan and inf included: TOML spells them the same
+        if isinstance(v, str):
+            return json.dumps(v, ensure_ascii=False)  # JSON's escapes are TOML's basic-string escapes
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        raise TypeError(f"no TOML for {v!r}")
+
+    def table(prefix: str, body: dict[str, Any], header: str) -> list[str]:
+        lines = [header] if header else []
+        nested = []
+        for key, v in body.items():
+            if isinstance(v, dict) or (isinstance(v, list) and v and all(isinstance(x, dict) for x in v)):
+                nested.append((prefix + key, v))
+            else:
+                lines.append(f"{key} = {value(v)}")
+        for name, v in nested:
+            for item in [v] if isinstance(v, dict) else v:
+                lines += table(name + ".", item, f"[{name}]" if isinstance(v, dict) else f"[[{name}]]")
+        return lines
+
+    return "\n".join(table("", raw, "")) + "\n"
+
+
+def write_config(path: Path, raw: dict[str, Any]) -> Path:
+    """The one config writer: ``raw`` (e.g. from ``config_raw``) as a TOML file at ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(toml_text(raw))
+    return path
+
+
 @pytest.fixture
 def make_config(tmp_path: Path, media: Path) -> ConfigFactory:
     """``make_config(libraries=[...], cache={...}, ...)``: a validated Config on temporary folders."""
 
     def factory(**sections: Any) -> Config:
-        raw: dict[str, Any] = {
-            "server": {"redirect_max_age": 60},
-            "cache": {"dir": str(tmp_path / "cache")},
-            "faces": {"detector": "none"},
-            "libraries": [{"id": "lib", "origin": str(media), "secret": "lib-secret"}],
-        }
-        for name, value in sections.items():
-            if isinstance(value, dict) and isinstance(raw.get(name), dict):
-                raw[name] = {**raw[name], **value}
-            else:
-                raw[name] = value
-        return build_config(raw)
+        return build_config(config_raw(tmp_path, media, **sections))
 
     return factory
+
+
+@pytest.fixture
+def make_config_file(tmp_path: Path, media: Path) -> Callable[..., Path]:
+    """``make_config_file(**sections)``: the same config as ``make_config``, written to a TOML file
+    (``tmp_path/config.toml``; ``name=`` for another file name), for real processes and the CLI."""
+
+    def factory(name: str = "config.toml", **sections: Any) -> Path:
+        return write_config(tmp_path / name, config_raw(tmp_path, media, **sections))
+
+    return factory
+
+
+def renders(cache_dir: Path, suffix: str = "") -> list[Path]:
+    """The render files in a cache folder (not the lock files, not temp files), sorted."""
+    if not cache_dir.is_dir():
+        return []
+    return sorted(p for p in cache_dir.rglob(f"*{suffix}") if p.is_file() and not any(
+        part.startswith(".") for part in p.relative_to(cache_dir).parts))
 
 
 @pytest.fixture
@@ -236,8 +301,8 @@ def redis_url(redis_server: str) -> str:
     return redis_server
 
 
-async def log_lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
-    """The access log's JSON lines so far (the service hands them to logging in batches, within 50 ms)."""
-    await asyncio.sleep(0.2)
+async def log_lines(client: TestClient, caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
+    """The access log's JSON lines so far (the app's batch flushed first)."""
+    client.app[ACCESS_LOG].flush()
     return [json.loads(line) for r in caplog.records if r.name == "proxy.access"
             for line in r.getMessage().splitlines()]

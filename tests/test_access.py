@@ -216,8 +216,9 @@ async def test_single_tenant_library_refuses_a_space(app_client: TestClient) -> 
 # ---- admin tokens and user_id -----------------------------------------------------------------------
 
 
-async def _users(caplog: pytest.LogCaptureFixture) -> list[str | None]:
-    return [line.get("user") for line in await log_lines(caplog) if line["path"].startswith("/api/v1/file/")]
+async def _users(client: TestClient, caplog: pytest.LogCaptureFixture) -> list[str | None]:
+    return [line.get("user") for line in await log_lines(client, caplog)
+            if line["path"].startswith("/api/v1/file/")]
 
 
 async def test_admin_token_reaches_every_space_and_acts_as_user_id(
@@ -227,7 +228,7 @@ async def test_admin_token_reaches_every_space_and_acts_as_user_id(
     for space in ("a", "b"):
         status, _, _ = await get(app_client, multi_url(space, f"user_id=bob&access_token={t}"))
         assert status == 302
-    assert await _users(caplog) == ["bob", "bob"]
+    assert await _users(app_client, caplog) == ["bob", "bob"]
 
 
 async def test_user_id_is_ignored_on_other_tokens(app_client: TestClient,
@@ -239,7 +240,7 @@ async def test_user_id_is_ignored_on_other_tokens(app_client: TestClient,
     for t in (carol_admin, plain, anonymous):
         status, _, _ = await get(app_client, multi_url("a", f"user_id=bob&access_token={t}"))
         assert status == 302
-    assert await _users(caplog) == ["carol", "dave", None]
+    assert await _users(app_client, caplog) == ["carol", "dave", None]
     # user_id never widens a plain token: still only its space
     status, _, body = await get(app_client, multi_url("b", f"user_id=bob&access_token={plain}"))
     assert (status, body["code"]) == (403, "AccessTokenNotMatchSpace")

@@ -18,7 +18,7 @@ from urllib.parse import quote, urlsplit
 import pytest
 import pyvips
 from aiohttp.test_utils import TestClient
-from conftest import CORPUS, ConfigFactory, follow, gradient, needs_corpus, preview
+from conftest import CORPUS, ConfigFactory, follow, gradient, needs_corpus, preview, renders
 from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.app import create_app
@@ -99,10 +99,6 @@ async def location(client: TestClient, url: str) -> str:
     resp = await client.get(url, allow_redirects=False)
     assert resp.status == 302, (resp.status, await resp.text())
     return resp.headers["Location"]
-
-
-def cache_files(tmp_path: Path) -> list[Path]:
-    return [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
 
 
 # ---- sizing -------------------------------------------------------------------------------------------
@@ -407,7 +403,7 @@ async def test_unsupported_media_caches_nothing(client: TestClient, tmp_path: Pa
         await assert_error(await client.get(API + name + "?preview&size=50"), 415, "UnsupportedMedia")
         head = await client.head(API + name + "?preview")
         assert (head.status, await head.read()) == (415, b"")
-    assert cache_files(tmp_path) == []
+    assert renders(tmp_path / "cache") == []
     loc = await location(client, API + "broken.jpg")                # the download link still works
     assert (await follow(client, loc))[0] == 200
 

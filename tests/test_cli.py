@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import config_raw, renders, write_config
 
 from proxy.__main__ import main
 
@@ -14,11 +15,10 @@ VERBS = [["serve"], ["warm"], ["cache"], ["cache", "stats"], ["cache", "purge"],
          ["token"], ["token", "create"]]
 
 
-def write_config(tmp_path: Path, media: Path, origin: str | None = None, detector: str = "none") -> Path:
-    path = tmp_path / "config.toml"
-    path.write_text(f'[cache]\ndir = "{tmp_path / "cache"}"\n[faces]\ndetector = "{detector}"\n'
-                    f'[[libraries]]\nid = "lib"\norigin = "{origin or media}"\nsecret = "s"\n')
-    return path
+def write_cli_config(tmp_path: Path, media: Path, origin: str | None = None, detector: str = "none") -> Path:
+    return write_config(tmp_path / "config.toml", config_raw(
+        tmp_path, media, faces={"detector": detector},
+        libraries=[{"id": "lib", "origin": origin or str(media), "secret": "s"}]))
 
 
 @pytest.mark.parametrize("verb", VERBS, ids=" ".join)
@@ -39,7 +39,7 @@ def test_top_level_help_lists_every_verb(capsys: pytest.CaptureFixture[str]) -> 
 
 def test_warm_renders_once_then_skips(tmp_path: Path, media: Path,
                                       capsys: pytest.CaptureFixture[str]) -> None:
-    config = write_config(tmp_path, media)
+    config = write_cli_config(tmp_path, media)
     images = (".jpg", ".png", ".webp", ".gif")
     previewable = [p for p in media.rglob("*") if p.is_file() and p.suffix in images]
     assert main(["warm", "--config", str(config), "--library", "lib", "--sizes", "64,32", "--quiet"]) == 1
@@ -47,22 +47,21 @@ def test_warm_renders_once_then_skips(tmp_path: Path, media: Path,
     # broken.jpg cannot be decoded: reported with its reason, the rest rendered
     assert f"rendered {2 * (len(previewable) - 1)}, skipped 0" in out
     assert "2 x UnsupportedMedia" in out
-    renders = [p for p in (tmp_path / "cache").rglob("*") if p.is_file() and not p.name.startswith(".")]
-    assert len(renders) == 2 * (len(previewable) - 1)
+    assert len(renders(tmp_path / "cache")) == 2 * (len(previewable) - 1)
     assert main(["warm", "--config", str(config), "--library", "lib", "--sizes", "64", "--quiet",
                  "landscape.jpg", "portrait.jpg"]) == 0
     assert "rendered 0, skipped 2" in capsys.readouterr().out
 
 
 def test_cache_stats_and_purge(tmp_path: Path, media: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    config = write_config(tmp_path, media)
+    config = write_cli_config(tmp_path, media)
     main(["warm", "--config", str(config), "--library", "lib", "--sizes", "40", "--quiet",
           "landscape.jpg", "portrait.jpg", "astronaut.png"])
     capsys.readouterr()
     assert main(["cache", "stats", "--config", str(config)]) == 0
     out = capsys.readouterr().out
     assert "3 renders" in out and "lib: 3 renders" in out
-    old = next((tmp_path / "cache").rglob("*.png"))
+    old = renders(tmp_path / "cache", ".png")[0]
     os.utime(old, (time.time() - 10 * 86400, time.time() - 10 * 86400))
     assert main(["cache", "purge", "--config", str(config), "--older-than", "7d"]) == 0
     assert "removed 1 renders" in capsys.readouterr().out and not old.exists()
@@ -73,9 +72,9 @@ def test_cache_stats_and_purge(tmp_path: Path, media: Path, capsys: pytest.Captu
 
 def test_check_reports_an_unreachable_origin(tmp_path: Path, media: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["check", "--config", str(write_config(tmp_path, media, detector="auto"))]) == 0
+    assert main(["check", "--config", str(write_cli_config(tmp_path, media, detector="auto"))]) == 0
     assert "Haar cascades are in use" in capsys.readouterr().out  # no model configured: says how
-    bad = write_config(tmp_path, media, origin="http://127.0.0.1:9/")
+    bad = write_cli_config(tmp_path, media, origin="http://127.0.0.1:9/")
     assert main(["check", "--config", str(bad)]) == 1
     assert "http://127.0.0.1:9/ is unreachable" in capsys.readouterr().out
 
@@ -89,7 +88,7 @@ def test_a_bad_config_names_the_key_and_the_file(tmp_path: Path, capsys: pytest.
 
 
 def test_nginx_conf_prints_a_config(tmp_path: Path, media: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    config = write_config(tmp_path, media)
+    config = write_cli_config(tmp_path, media)
     assert main(["nginx-conf", "--config", str(config), "--listen", "127.0.0.1:8081",
                  "--upstream", "127.0.0.1:9001", "--upstream", "127.0.0.1:9002"]) == 0
     out = capsys.readouterr().out
@@ -120,13 +119,11 @@ def test_token_create_asks_the_running_service(tmp_path: Path, media: Path,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     import json
 
-    from nginx_helpers import Service, get
+    from processes import Service, get
 
-    config = tmp_path / "private.toml"
-    config.write_text(f'[cache]\ndir = "{tmp_path / "cache"}"\nsign_secret = "sign"\n'
-                      f'[faces]\ndetector = "none"\n'
-                      f'[[libraries]]\nid = "priv"\norigin = "{media}"\nsecret = "priv-secret"\n'
-                      f'public_read = false\n')
+    config = write_config(tmp_path / "private.toml", config_raw(
+        tmp_path, media, cache={"sign_secret": "sign"},
+        libraries=[{"id": "priv", "origin": str(media), "secret": "priv-secret", "public_read": False}]))
     service = Service(config)
     service.start()
     try:
@@ -152,9 +149,8 @@ def test_warm_a_space_of_a_multi_tenant_library(tmp_path: Path, media: Path,
     (root / "b").mkdir()
     shutil.copyfile(media / "landscape.jpg", root / "a" / "one.jpg")
     shutil.copyfile(media / "portrait.jpg", root / "b" / "other.jpg")
-    config = tmp_path / "multi.toml"
-    config.write_text(f'[cache]\ndir = "{tmp_path / "cache"}"\n[faces]\ndetector = "none"\n'
-                      f'[[libraries]]\nid = "m"\norigin = "{root}"\nsecret = "s"\nmulti_tenant = true\n')
+    config = write_config(tmp_path / "multi.toml", config_raw(
+        tmp_path, media, libraries=[{"id": "m", "origin": str(root), "secret": "s", "multi_tenant": True}]))
     assert main(["warm", "--config", str(config), "--library", "m", "--space", "a", "--sizes", "32",
                  "--quiet"]) == 0
     assert "rendered 1, skipped 0 (already cached), failed 0" in capsys.readouterr().out

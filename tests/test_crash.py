@@ -6,11 +6,8 @@
 
 from __future__ import annotations
 
-import http.client
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -19,67 +16,8 @@ from urllib.parse import urlsplit
 
 import pytest
 import pyvips
-from conftest import free_port
-
-START_SECONDS = 20
-
-
-def write_config(folder: Path, media: Path, port: int) -> Path:
-    path = folder / "config.toml"
-    path.write_text(f"""
-[server]
-host = "127.0.0.1"
-port = {port}
-[cache]
-dir = "{folder / 'cache'}"
-[faces]
-detector = "none"
-[limits]
-render_concurrency = 2
-[[libraries]]
-id = "lib"
-origin = "{media}"
-secret = "s"
-""")
-    return path
-
-
-class Service:
-    """``preview-proxy serve`` as a subprocess, its log in a file."""
-
-    def __init__(self, config: Path, port: int, log: Path) -> None:
-        self.config, self.port, self.log = config, port, log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        exe = Path(sys.executable).parent / "preview-proxy"
-        cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "proxy"]
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen([*cmd, "serve", "--config", str(self.config)], stdout=log,
-                                         stderr=subprocess.STDOUT, cwd=self.config.parent)
-        deadline = time.monotonic() + START_SECONDS
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()[-2000:]
-            try:
-                if self.get("/healthz", timeout=1)[0] == 200:
-                    return
-            except OSError:
-                time.sleep(0.1)
-        raise AssertionError("the service did not start: " + self.log.read_text()[-2000:])
-
-    def get(self, path: str, timeout: float = 30) -> tuple[int, dict[str, str], bytes]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-        try:
-            conn.request("GET", path)
-            resp = conn.getresponse()
-            return resp.status, dict(resp.getheaders()), resp.read()
-        finally:
-            conn.close()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
+from conftest import config_raw, renders, write_config
+from processes import Service
 
 
 @pytest.fixture
@@ -96,10 +34,11 @@ def slow_media(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def service(tmp_path: Path, slow_media: Path) -> Iterator[Service]:
-    port = free_port()
-    svc = Service(write_config(tmp_path, slow_media, port), port, tmp_path / "log")
+    config = write_config(tmp_path / "config.toml", config_raw(tmp_path, slow_media,
+                                                               limits={"render_concurrency": 2}))
+    svc = Service(config)
     yield svc
-    svc.stop()
+    svc.stop(signal.SIGKILL)
 
 
 def in_background(svc: Service, paths: list[str]) -> tuple[list[threading.Thread], list[object]]:
@@ -117,10 +56,6 @@ def in_background(svc: Service, paths: list[str]) -> tuple[list[threading.Thread
     return threads, results
 
 
-def cache_files(cache: Path) -> list[Path]:
-    return [p for p in cache.rglob("*") if p.is_file() and ".locks" not in p.parts]
-
-
 def test_kill_9_mid_render_leaves_nothing_served_partial(service: Service, tmp_path: Path) -> None:
     service.start()
     paths = [f"/api/v1/file/lib/-/big{i % 4}.png?preview&size={200 + i}" for i in range(12)]
@@ -131,7 +66,7 @@ def test_kill_9_mid_render_leaves_nothing_served_partial(service: Service, tmp_p
     service.proc.wait(10)
     cache = tmp_path / "cache"
     # a crash in the middle of a write leaves a temp file like this one behind
-    some = next(iter(cache_files(cache)), None)
+    some = next(iter(renders(cache)), None)
     shard = some.parent if some else cache / "lib" / "aa" / "bb"
     shard.mkdir(parents=True, exist_ok=True)
     partial = shard / f".tmp-{'a' * 40}.png.{999999}.deadbeef"
@@ -140,13 +75,13 @@ def test_kill_9_mid_render_leaves_nothing_served_partial(service: Service, tmp_p
     assert not partial.exists(), "a temp file of a dead writer survived the restart"
     assert not [p for p in cache.rglob(".tmp-*")]
     # every render on disk is whole, and every answer after the restart serves a whole image
-    for path in cache_files(cache):
+    for path in renders(cache):
         image = pyvips.Image.new_from_file(str(path), fail_on="warning")
         assert image.avg() > 0
     for p in paths:
         status, headers, _ = service.get(p)
         assert status == 302
-        location = urlsplit(headers["Location"])
+        location = urlsplit(headers["location"])
         status, _, body = service.get(location.path)
         assert status == 200
         pyvips.Image.new_from_buffer(body, "", fail_on="warning").avg()

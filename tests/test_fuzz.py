@@ -10,12 +10,11 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from conftest import write_media
+from conftest import config_raw, write_config, write_media
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from live import LiveServer
+from processes import Service
 
-from proxy.config import build_config
 from proxy.errors import ApiError
 from proxy.request import is_preview, parse_credentials, parse_file_route, parse_options, parse_query
 
@@ -59,23 +58,21 @@ def test_query_parser_raises_only_api_errors(raw: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     root = tmp_path_factory.mktemp("fuzz")
     media = write_media(root / "media")
     (root / "multi" / "a").mkdir(parents=True)
-    config = build_config({
-        "cache": {"dir": str(root / "cache"), "sign_secret": "fuzz-sign-secret"},
-        "faces": {"detector": "none"},
-        "libraries": [{"id": "lib", "origin": str(media), "secret": "lib-secret"},
-                      {"id": "priv", "origin": str(media), "secret": "priv-secret", "public_read": False},
-                      {"id": "multi", "origin": str(root / "multi"), "secret": "m", "multi_tenant": True}],
-    })
-    server = LiveServer(config).start()
+    config = write_config(root / "config.toml", config_raw(
+        root, media, cache={"sign_secret": "fuzz-sign-secret"},
+        libraries=[{"id": "lib", "origin": str(media), "secret": "lib-secret"},
+                   {"id": "priv", "origin": str(media), "secret": "priv-secret", "public_read": False},
+                   {"id": "multi", "origin": str(root / "multi"), "secret": "m", "multi_tenant": True}]))
+    server = Service(config).start()
     yield server
     server.stop()
 
 
-def raw_get(server: LiveServer, target: str, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
+def raw_get(server: Service, target: str, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
     try:
         conn.putrequest(method, target, skip_accept_encoding=True)
@@ -106,7 +103,7 @@ def assert_clean(status: int, headers: dict[str, str], body: bytes, method: str 
        space=st.sampled_from(["-", "a", "", "..", "%2F", "b" * 65, "a%00"]),
        path=st.lists(raw_segment, min_size=0, max_size=5), query=raw_query,
        method=st.sampled_from(["GET", "HEAD"]))
-def test_file_route_over_http(live: LiveServer, library: str, space: str, path: list[str], query: str,
+def test_file_route_over_http(live: Service, library: str, space: str, path: list[str], query: str,
                               method: str) -> None:
     target = f"/api/v1/file/{library}/{space}/{'/'.join(path)}" + (f"?{query}" if query else "")
     if any(ord(c) < 33 or ord(c) > 126 for c in target):
@@ -119,7 +116,7 @@ def test_file_route_over_http(live: LiveServer, library: str, space: str, path: 
 @given(prefix=st.sampled_from(["/api/v1/token", "/api/v1/token/lib", "/api/v1/token/lib/tok",
                                "/_assets/", "/_assets/o/lib/-/", "/healthz", "/nothing", "/api/v1/file/"]),
        tail=st.lists(raw_segment, max_size=3), query=raw_query)
-def test_other_routes_over_http(live: LiveServer, prefix: str, tail: list[str], query: str) -> None:
+def test_other_routes_over_http(live: Service, prefix: str, tail: list[str], query: str) -> None:
     target = prefix + "/".join(tail) + (f"?{query}" if query else "")
     if any(ord(c) < 33 or ord(c) > 126 for c in target):
         target = quote(target, safe="/?&=%+;")
@@ -127,7 +124,7 @@ def test_other_routes_over_http(live: LiveServer, prefix: str, tail: list[str], 
     assert_clean(status, headers, body)
 
 
-def test_known_nasty_requests(live: LiveServer, tmp_path: Path) -> None:
+def test_known_nasty_requests(live: Service, tmp_path: Path) -> None:
     """The classics, each a clear 4xx JSON error."""
     cases = {
         "/api/v1/file/lib/-/../etc/passwd?preview": 400,

@@ -10,17 +10,15 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, write_media
+from conftest import ROOT, config_raw, write_config, write_media
 from nginx_helpers import CHROMIUM, Service, chromium, get
 
 
 def _config(tmp_path: Path, gallery: bool) -> Path:
     media = write_media(tmp_path / "media")
-    path = tmp_path / "config.toml"
-    path.write_text(f'[server]\ngallery = {str(gallery).lower()}\n[cache]\ndir = "{tmp_path / "cache"}"\n'
-                    f'[faces]\ndetector = "haar"\ndebug = true\n'
-                    f'[[libraries]]\nid = "demo"\norigin = "{media}"\nsecret = "s"\n')
-    return path
+    return write_config(tmp_path / "config.toml", config_raw(
+        tmp_path, media, server={"gallery": gallery}, faces={"detector": "haar", "debug": True},
+        libraries=[{"id": "demo", "origin": str(media), "secret": "s"}]))
 
 
 def test_gallery_is_off_unless_configured(tmp_path: Path) -> None:

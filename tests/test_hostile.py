@@ -18,7 +18,7 @@ from urllib.parse import quote
 import pytest
 import pyvips
 from aiohttp.test_utils import TestClient
-from conftest import CORPUS, ConfigFactory, follow, gradient, needs_corpus
+from conftest import CORPUS, ConfigFactory, follow, gradient, needs_corpus, renders
 
 from proxy.app import create_app
 
@@ -125,14 +125,6 @@ def peak_rss_mb() -> int:
     return 0
 
 
-def rendered_files(cache_dir: Path) -> list[Path]:
-    """Renders in the cache folder (not the lock files, not temp files)."""
-    if not cache_dir.is_dir():
-        return []
-    return [p for p in cache_dir.rglob("*") if p.is_file() and not any(
-        part.startswith(".") for part in p.relative_to(cache_dir).parts)]
-
-
 async def ask(client: TestClient, library: str, name: str, query: str = "size=128"
               ) -> tuple[int, dict[str, Any], float, str]:
     started = time.monotonic()
@@ -165,10 +157,10 @@ async def test_generated_hostile_files(aiohttp_client: Any, make_config: ConfigF
     client = await aiohttp_client(create_app(config))
     measured = reset_peak_rss()
     failures = []
-    renders = 0
+    rendered = 0
     for name, statuses in sorted(want.items()):
         status, payload, elapsed, location = await ask(client, "lib", name)
-        renders += status == 302 and name not in ("drawing.svg", "doc.pdf")
+        rendered += status == 302 and name not in ("drawing.svg", "doc.pdf")
         limit = BOMB_SECONDS if name in BOMBS else REFUSAL_SECONDS
         if status not in statuses or elapsed > limit:
             failures.append(f"{name}: {status} {payload.get('code')} in {elapsed:.2f}s (want {statuses})")
@@ -182,7 +174,7 @@ async def test_generated_hostile_files(aiohttp_client: Any, make_config: ConfigF
         await alive(client)
     assert not failures, "\n".join(failures)
     # refusals cache nothing: the renders on disk are those of the 302s
-    assert len(rendered_files(tmp_path / "cache")) == renders
+    assert len(renders(tmp_path / "cache")) == rendered
     if measured:
         assert peak_rss_mb() < PEAK_RSS_MB
 

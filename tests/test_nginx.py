@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import pyvips
-from conftest import ROOT, free_port, write_media
+from conftest import ROOT, config_raw, free_port, write_config, write_media
 from nginx_helpers import CHROMIUM, NGINX, Nginx, Service, chromium, get
 
 from proxy.access import sign
@@ -29,26 +29,11 @@ SECRET = "nginx-test-secret"
 ARTIFACTS = ROOT / "test-artifacts"
 
 
-def write_config(root: Path, media: Path) -> Path:
-    path = root / "config.toml"
-    path.write_text(f"""
-[cache]
-dir = "{root / 'cache'}"
-sign_secret = "{SECRET}"
-[faces]
-detector = "none"
-[[libraries]]
-id = "lib"
-origin = "{media}"
-mount = "/media/"
-secret = "lib-secret"
-[[libraries]]
-id = "priv"
-origin = "{media}"
-secret = "priv-secret"
-public_read = false
-""")
-    return path
+def stack_config(root: Path, media: Path) -> Path:
+    return write_config(root / "config.toml", config_raw(
+        root, media, cache={"sign_secret": SECRET},
+        libraries=[{"id": "lib", "origin": str(media), "mount": "/media/", "secret": "lib-secret"},
+                   {"id": "priv", "origin": str(media), "secret": "priv-secret", "public_read": False}]))
 
 
 class Stack:
@@ -56,7 +41,7 @@ class Stack:
         self.media = write_media(root / "media")
         (self.media / "escape.jpg").symlink_to(root / "outside.jpg")
         (root / "outside.jpg").write_bytes((self.media / "landscape.jpg").read_bytes())
-        self.config_path = write_config(root, self.media)
+        self.config_path = stack_config(root, self.media)
         self.nodes = [Service(self.config_path) for _ in range(nodes)]
         self.nginx = Nginx(root / "nginx", free_port())
         self.cache = root / "cache"
@@ -236,10 +221,10 @@ def test_multi_tenant_originals_through_nginx(tmp_path: Path) -> None:
     for space in ("sp1", "sp2"):
         (media / space).mkdir(parents=True)
         (media / space / "中 文.pdf").write_bytes(f"a document in {space}".encode())
-    config = tmp_path / "config.toml"
-    config.write_text(f'[cache]\ndir = "{tmp_path / "cache"}"\nsign_secret = "{SECRET}"\n'
-                      f'[[libraries]]\nid = "mt"\norigin = "{media}"\nsecret = "s"\nmulti_tenant = true\n'
-                      f'[libraries.spaces.sp2]\npublic_read = false\n')
+    config = write_config(tmp_path / "config.toml", config_raw(
+        tmp_path, media, cache={"sign_secret": SECRET},
+        libraries=[{"id": "mt", "origin": str(media), "secret": "s", "multi_tenant": True,
+                    "spaces": {"sp2": {"public_read": False}}}]))
     service, nginx = Service(config), Nginx(tmp_path / "nginx", free_port())
     service.start()
     try:

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import schemathesis
 import yaml
-from conftest import ROOT, write_media
+from conftest import ROOT, config_raw, write_config, write_media
 from hypothesis import HealthCheck, given, settings
-from live import LiveServer
+from processes import Service
 from schemathesis.checks import (
     content_type_conformance,
     not_a_server_error,
@@ -19,22 +19,18 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from proxy.config import build_config
-
 DOC = ROOT / "openapi.yaml"
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     root = tmp_path_factory.mktemp("openapi")
     media = write_media(root / "media")
-    config = build_config({
-        "cache": {"dir": str(root / "cache"), "sign_secret": "openapi-sign-secret"},
-        "faces": {"detector": "none"},
-        "libraries": [{"id": "lib", "origin": str(media), "secret": "lib-secret"},
-                      {"id": "priv", "origin": str(media), "secret": "priv-secret", "public_read": False}],
-    })
-    server = LiveServer(config).start()
+    config = write_config(root / "config.toml", config_raw(
+        root, media, cache={"sign_secret": "openapi-sign-secret"},
+        libraries=[{"id": "lib", "origin": str(media), "secret": "lib-secret"},
+                   {"id": "priv", "origin": str(media), "secret": "priv-secret", "public_read": False}]))
+    server = Service(config).start()
     yield server
     server.stop()
 
@@ -51,7 +47,7 @@ def test_document_covers_every_route() -> None:
     assert doc["components"]["schemas"]["Error"]["required"] == ["code", "message", "requestId"]
 
 
-def test_served_and_packaged(live: LiveServer) -> None:
+def test_served_and_packaged(live: Service) -> None:
     import urllib.request
 
     with urllib.request.urlopen(f"{live.url}/openapi.yaml", timeout=10) as resp:
@@ -65,7 +61,7 @@ def test_served_and_packaged(live: LiveServer) -> None:
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 
 
-def test_live_app_matches_the_document(live: LiveServer) -> None:
+def test_live_app_matches_the_document(live: Service) -> None:
     """Every operation, examples generated from the document (schemathesis' pytest plugin does not
     load under pytest 9 yet: the operations are driven through hypothesis directly)."""
     loaded = schemathesis.openapi.from_path(DOC)

@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import pyvips
 from aiohttp.test_utils import TestClient
-from conftest import ConfigFactory
+from conftest import ConfigFactory, renders
 
 from proxy.app import create_app
 
@@ -75,8 +75,7 @@ async def test_a_client_going_away_does_not_cancel_the_render(aiohttp_client: An
     resp = await client.get(url, allow_redirects=False)
     assert resp.status == 302
     await asyncio.sleep(0.1)
-    renders = [p for p in (tmp_path / "cache").rglob("*.png") if ".locks" not in p.parts]
-    assert len(renders) == 1
+    assert len(renders(tmp_path / "cache", ".png")) == 1
 
 
 async def test_one_render_for_many_waiters_of_which_some_leave(aiohttp_client: Any,

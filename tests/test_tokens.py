@@ -212,7 +212,7 @@ async def test_no_token_or_secret_in_the_log(client: TestClient, caplog: pytest.
     await client.get(f"/api/v1/token/priv/{t}")
     await client.delete("/api/v1/token/priv?library_secret=priv-secret&user_id=gina&client_id=zzz")
     await client.delete(f"/api/v1/token/priv/{t}")
-    lines = await log_lines(caplog)
+    lines = await log_lines(client, caplog)
     # the service's own loggers (the test server's aiohttp.access logger is off in `serve`)
     text = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("proxy"))
     assert len(lines) == 9

@@ -10,16 +10,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from conftest import free_port, write_media
-from nginx_helpers import Service, get, wait_http
+from conftest import config_raw, free_port, renders, write_config, write_media
+from processes import Service, get, wait_http
 
 
-def _config(tmp_path: Path) -> Path:
-    media = write_media(tmp_path / "media")
-    path = tmp_path / "config.toml"
-    path.write_text(f'[cache]\ndir = "{tmp_path / "cache"}"\n[faces]\ndetector = "none"\n'
-                    f'[[libraries]]\nid = "lib"\norigin = "{media}"\nsecret = "s"\n')
-    return path
+def _config(tmp_path: Path, **sections: object) -> Path:
+    return write_config(tmp_path / "config.toml", config_raw(tmp_path, write_media(tmp_path / "media"),
+                                                             **sections))
 
 
 def _renders(port: int) -> float:
@@ -40,8 +37,7 @@ def test_two_processes_on_one_cache_render_once(tmp_path: Path) -> None:
         assert {status for status, _, _ in answers} == {302}
         assert len({headers["location"] for _, headers, _ in answers}) == 1
         assert _renders(a.port) + _renders(b.port) == 1
-        renders = list((tmp_path / "cache").rglob("*.png"))
-        assert len(renders) == 1
+        assert len(renders(tmp_path / "cache", ".png")) == 1
     finally:
         a.stop()
         b.stop()
@@ -74,9 +70,9 @@ def _children(pid: int) -> list[int]:
 
 def test_several_workers_with_private_libraries_need_a_shared_store(tmp_path: Path) -> None:
     media = write_media(tmp_path / "media")
-    config = tmp_path / "config.toml"
-    config.write_text(f'[cache]\ndir = "{tmp_path / "cache"}"\nsign_secret = "s"\n'
-                      f'[[libraries]]\nid = "lib"\norigin = "{media}"\nsecret = "s"\npublic_read = false\n')
+    config = write_config(tmp_path / "config.toml", config_raw(
+        tmp_path, media, cache={"sign_secret": "s"},
+        libraries=[{"id": "lib", "origin": str(media), "secret": "s", "public_read": False}]))
     result = subprocess.run([sys.executable, "-m", "proxy", "serve", "--config", str(config),
                              "--port", str(free_port()), "--workers", "2"],
                             capture_output=True, text=True, timeout=60)
