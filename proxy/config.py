@@ -95,6 +95,17 @@ class SpaceConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class S3Config:
+    """How to reach an S3-compatible store (``[libraries.s3]``); the bucket is named elsewhere."""
+
+    endpoint: str = ""          # scheme://host[:port]; "" = AWS S3 for the region
+    region: str = "us-east-1"
+    addressing: str = ""        # "path" or "virtual" (bucket.endpoint); "" = virtual on AWS, else path
+    access_key_id: str = ""     # "" (with no secret either): botocore's chain (roles, shared files)
+    secret_access_key: Secret = field(default_factory=lambda: Secret(""))
+
+
+@dataclass(frozen=True, slots=True)
 class LibraryConfig:
     id: str
     origin: str

@@ -22,6 +22,7 @@ import aiohttp
 
 from .config import Config, LimitsConfig
 from .errors import FileNotFound, OriginError, OriginTimeout, SourceTooLarge
+from .httpclient import origin_session, origin_timeout
 from .media import kind_of
 from .render import Source
 from .types import MediaKind
@@ -116,17 +117,13 @@ class HttpOrigin(Origin):
         self.base = base if base.endswith("/") else base + "/"
         self.host = urlsplit(self.base).netloc
         self.limits = limits
-        t = limits.origin_timeout
-        self.timeout = aiohttp.ClientTimeout(total=t, connect=min(t, 5.0), sock_read=t)
+        self.timeout = origin_timeout(limits.origin_timeout)
         self._session: aiohttp.ClientSession | None = None
 
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:  # created lazily: it must belong to the running loop
-            self._session = aiohttp.ClientSession(
-                timeout=self.timeout, auto_decompress=False,
-                connector=aiohttp.TCPConnector(limit=64, ttl_dns_cache=60),
-                headers={"User-Agent": "preview-proxy"})
+            self._session = origin_session(self.timeout)
         return self._session
 
     async def close(self) -> None:

