@@ -6,25 +6,21 @@ Tokens (API.md section 2) are ``secrets.token_urlsafe(24)`` (192 random bits), k
 Tokens issued with a user id are also indexed under ``token-user:{library}:{sha256(user)}`` so that
 ``DELETE /api/v1/token/{LibraryId}?user_id=..`` finds them.
 
-Signed asset links use nginx's ``secure_link`` format so nginx can check them with no proxy round
-trip: ``md5 = base64url(md5("{expires}{uri} {secret}"))`` without padding, ``expires`` a Unix time,
-``uri`` the path as sent (percent-encoded, no query), ``secret`` = ``[cache] sign_secret``.
-nginx side: ``secure_link $arg_md5,$arg_expires; secure_link_md5 "$secure_link_expires$uri <secret>";``
+Signed asset links (``sign``, ``verify_signature``) live in the leaf module ``links.py``.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import re
 import secrets
-import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from .config import LibraryConfig
 from .errors import BadRequest, Forbidden, InvalidParameter
+from .links import sign, signed_query, verify_signature  # noqa: F401 - re-exported
 from .request import ID_RE, Credentials
 from .store import Store
 
@@ -210,29 +206,3 @@ async def revoke_user_tokens(store: Store, library: str, user_id: str, client_id
 async def _prune(store: Store, index: str) -> None:
     dead = [v for v in await store.members(USER_TOKENS, index) if await store.get_json(TOKENS, v) is None]
     await store.remove_members(USER_TOKENS, index, *dead)
-
-
-# ---- signed asset links -----------------------------------------------------------------------------
-
-
-def sign(uri: str, expires: int, secret: str) -> str:
-    """nginx secure_link's ``md5``: unpadded base64url of md5("{expires}{uri} {secret}")."""
-    digest = hashlib.md5(f"{expires}{uri} {secret}".encode(), usedforsecurity=False).digest()
-    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
-
-
-def signed_query(uri: str, secret: str, ttl: int, now: float | None = None) -> str:
-    """``md5=...&expires=...`` for ``uri``; expiry rounded up to a minute so repeat links are equal."""
-    now = time.time() if now is None else now
-    expires = (int(now + ttl) // 60 + 1) * 60
-    return f"md5={sign(uri, expires, secret)}&expires={expires}"
-
-
-def verify_signature(uri: str, md5: str, expires: str, secret: str, now: float | None = None) -> bool:
-    """True when ``md5`` signs ``uri`` until ``expires`` and that time has not passed."""
-    if not secret or not md5 or not expires.isdigit():
-        return False
-    now = time.time() if now is None else now
-    if int(expires) < now:
-        return False
-    return hmac.compare_digest(sign(uri, int(expires), secret), md5)

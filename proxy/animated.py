@@ -17,12 +17,11 @@ from .config import LimitsConfig, OutputConfig
 from .errors import SourceTooLarge, UnsupportedMedia
 from .geometry import plan, scale_faces
 from .render import Probe, Rendered, Source, encode, place_crop
-from .request import PreviewOptions
+from .request import ANIMATED_FAMILIES, PreviewOptions
 from .types import Box, Face, FaceFinder
 
 FIRST_FRAME_SIDE = 640  # the first frame is decoded this small to look for faces
 
-ANIMATED_FAMILIES = frozenset({"gif", "webp"})
 DEFAULT_DELAY = 100  # ms: what browsers show for a frame whose delay is missing
 
 

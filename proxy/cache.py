@@ -1,4 +1,4 @@
-"""The disk cache of renders: keys, sharded paths, atomic writes, a size bound, single-flight.
+"""The disk cache of renders: keys, sharded paths, atomic writes, a size bound, render-once.
 
 A render's file name derives from its key only: ``ab/cd/<key>.<ext>`` under ``cache.dir``. Files are
 written to a temporary name in the same folder and renamed into place (``os.replace``), so a reader
@@ -22,6 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from .errors import RateLimitExceeded
+from .links import key_path  # noqa: F401 - re-exported: the path of a key
+
 # Bump whenever the pixels for the same source and options change: every old render is then a miss.
 RENDER_VERSION = 2  # 2: still GIFs use the animations' gifsave settings
 TMP_PREFIX = ".tmp-"
@@ -32,12 +35,6 @@ def cache_key(*parts: str) -> str:
     """The key of a render: a hash over the render version and every part that changes the output."""
     text = "\x1f".join((str(RENDER_VERSION), *parts))
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:40]
-
-
-def key_path(key: str, ext: str, library: str = "") -> str:
-    """``[library/]ab/cd/<key>.<ext>``: the library's folder lets an operator purge one library."""
-    shard = f"{key[:2]}/{key[2:4]}/{key}.{ext}"
-    return f"{library}/{shard}" if library else shard
 
 
 @dataclass(slots=True)
@@ -142,7 +139,8 @@ class DiskCache:
         self._index[rel] = _Entry(size, now)
         self._bytes += size
 
-    def _forget(self, rel: str) -> None:
+    def forget(self, rel: str) -> None:
+        """Drop ``rel`` from the index (it is known to be gone from the disk)."""
         old = self._index.pop(rel, None)
         if old:
             self._bytes -= old.size
@@ -163,7 +161,7 @@ class DiskCache:
             return True
         size = await asyncio.get_running_loop().run_in_executor(self.io, _size_or_none, self.root / rel)
         if size is None:
-            self._forget(rel)
+            self.forget(rel)
             return False
         self._add(rel, size, now)  # written by another worker, or still there after the re-check
         return True
@@ -211,7 +209,33 @@ class DiskCache:
         finally:
             self._evicting.difference_update(victims)
 
-    # ---- single-flight ---------------------------------------------------------------------------
+    # ---- render once -----------------------------------------------------------------------------
+
+    async def ensure(self, rel: str, make: Callable[[], Awaitable[tuple[str, bytes]]]) -> tuple[bool, str]:
+        """Have the render at ``rel`` on disk: ``(True, rel)`` when it already was, else ``make()`` runs
+        once for this folder (single flight in this process, a lock per key across the processes
+        sharing the folder, a re-check under the lock) and ``(False, where it was written)``.
+        ``make`` answers ``(rel to write, bytes)``: a render may go beside ``rel`` (a fallback)."""
+        if await self.has(rel):
+            return True, rel
+        return False, await self.once(rel, lambda: self._locked(rel, make))
+
+    async def _locked(self, rel: str, make: Callable[[], Awaitable[tuple[str, bytes]]]) -> str:
+        lock = FileLock(self.root, rel.rpartition("/")[2].partition(".")[0])
+        if not await lock.acquire(self.io, lambda: self.has(rel)):
+            if await self.has(rel):
+                return rel
+            # another process has held this render for too long: no 302 to a file that is not there
+            raise RateLimitExceeded("this preview is being rendered elsewhere; retry",
+                                    headers={"Retry-After": "2"})
+        try:
+            if await self.has(rel):  # another process finished it while we waited
+                return rel
+            written, data = await make()
+            await self.put(written, data)
+            return written
+        finally:
+            await lock.release(self.io)
 
     async def once(self, key: str, make: Callable[[], Awaitable[T]]) -> T:
         """Run ``make`` once for concurrent callers of the same key; all get its result or error.

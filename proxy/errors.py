@@ -14,6 +14,7 @@ Deep code raises these; only the error middleware (``middleware.py``) turns them
     ├── RateLimitExceeded (429)
     ├── OriginError (502)
     ├── OriginTimeout (504)
+    ├── ServiceUnavailable (503)   StoreUnavailable (the token store), RenderTimeout (render deadline)
     └── InternalServerError (500)
 """
 
@@ -93,6 +94,27 @@ class OriginTimeout(ApiError):
     status = 504
     code = "OriginTimeout"
     default_message = "the origin did not answer in time"
+
+
+class ServiceUnavailable(ApiError):
+    """This host cannot serve the request now; another host, or this one later, can."""
+
+    status = 503
+    code = "ServiceUnavailable"
+    default_message = "the service is unavailable; retry"
+
+
+class StoreUnavailable(ServiceUnavailable):
+    """The store did not answer: access cannot be decided, so it is refused (fail closed)."""
+
+    default_message = "the token store is unavailable"
+
+
+class RenderTimeout(ServiceUnavailable):
+    """The render did not finish within ``limits.render_deadline`` (checked between its steps)."""
+
+    code = "RenderTimeout"
+    default_message = "the render took longer than the configured deadline"
 
 
 class InternalServerError(ApiError):

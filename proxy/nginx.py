@@ -2,8 +2,10 @@
 
 nginx answers everything that is a file on disk (renders in the cache folder, originals of local
 origins) with sendfile, checks signed links itself (``secure_link``, same formula as
-``access.sign``), and passes only the decisions (the API's 302s) to the proxy upstreams, hashed on
-the file path so that every size of one photo is rendered on one node.
+``links.sign``), and passes the decisions (the API's 302s) to the proxy upstreams, hashed on the
+file path so that every size of one photo is rendered on one node. A render's URL that is not on
+this host's disk (made on another host, or evicted) goes to this host's own service, which makes it
+from the URL's description and answers the image (``links.py``, API.md section 10).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import os
 import re
 
 from .config import Config, LibraryConfig
-from .service import ORIGINALS, PRIVATE, has_private
+from .links import NGINX_RENDER_URL, ORIGINALS, PRIVATE, has_private
 
 _SAFE = re.compile(r"^[A-Za-z0-9_./:@+-]+$")
 
@@ -60,6 +62,20 @@ def _secure(config: Config) -> str:
 _SAFE_HEADERS = ('            add_header X-Content-Type-Options nosniff always;\n'
                  '            add_header Content-Security-Policy '
                  '"default-src \'none\'; style-src \'unsafe-inline\'; sandbox" always;\n')
+
+
+def _described(prefix: str, cache_dir: str, private: str, cache_control: str, check: str = "") -> str:
+    """Render URLs that describe their render (``links.render_uri``): the file when this host has it,
+    else the service (``@asset``), which makes it. The description is not part of the file name."""
+    pattern = f"^{re.escape(prefix)}{NGINX_RENDER_URL}"
+    # an outer location's checks do not run when a nested one matches: repeated here
+    check = check.replace("            ", "                ")
+    return (f'            location ~ "{pattern}" {{\n{check}'
+            f"                limit_except GET {{ deny all; }}\n"
+            f"                root {cache_dir};\n"
+            f"                try_files /{private}$1/$2/$3/$4.$5 @asset;\n"
+            f'                add_header Cache-Control "{cache_control}" always;\n'
+            f"            }}\n")
 
 
 def _originals(config: Config, lib: LibraryConfig) -> str:
@@ -124,9 +140,13 @@ def render_nginx_conf(config: Config, listen: str, upstreams: list[str], user: s
     prefix = config.cache.asset_prefix
     cache_dir = _quote(os.path.realpath(config.cache.dir))
     servers = "\n".join(f"        server {u} max_fails=1 fail_timeout=10s;" for u in upstreams)
+    # a render missing here is made by this host's own service; the others only if it is down
+    own = "\n".join(f"        server {u} max_fails=1 fail_timeout=10s{' backup' * bool(i)};"
+                     for i, u in enumerate(upstreams))
     private_renders = (
         f"        location ^~ {prefix}{PRIVATE} {{\n{_secure(config)}"
         f"            limit_except GET {{ deny all; }}\n"
+        f"{_described(prefix + PRIVATE, cache_dir, PRIVATE, 'private, max-age=60', _secure(config))}"
         f"            alias {cache_dir}/{PRIVATE};\n"
         f'            add_header Cache-Control "private, max-age=60" always;\n'
         f"        }}\n" if config.cache.sign_secret else
@@ -176,6 +196,11 @@ http {{
         keepalive 64;
     }}
 
+    upstream preview_assets {{
+{own}
+        keepalive 16;
+    }}
+
     server {{
         listen {listen} reuseport;
 
@@ -183,16 +208,23 @@ http {{
         location ^~ {prefix} {{
             location ~ /\\. {{ return 404; }}  # temporary files of renders being written
             limit_except GET {{ deny all; }}
+{_described(prefix, cache_dir, "", "public, max-age=31536000, immutable")}\
             alias {cache_dir}/;
             add_header Cache-Control "public, max-age=31536000, immutable" always;
         }}
 
-        # renders of private content: only with a valid signature (access.sign's formula)
+        # renders of private content: only with a valid signature (links.sign's formula)
 {private_renders}
         # originals (download links)
 {originals}
         # drop-in mounts of existing site URLs
 {mounts}
+        # a render this host does not have: its own service makes it from the URL and answers it
+        location @asset {{
+            proxy_pass http://preview_assets;
+            include proxy_common;
+        }}
+
         location @api {{
             proxy_pass http://preview_proxy;
             include proxy_common;

@@ -34,7 +34,7 @@ MAX_REDIRECTS = 3
 @dataclass(frozen=True, slots=True)
 class SourceStat:
     size: int           # -1 when the origin did not say
-    version: str        # changes whenever the bytes do (ETag, Last-Modified, or size+mtime+inode)
+    version: str        # changes whenever the bytes do (ETag, Last-Modified, or size+mtime)
     local_path: str = ""
     etag: str = ""      # the origin's own ETag, as it sent it (for x-smh-etag); "" when it sent none
 
@@ -77,7 +77,8 @@ class LocalOrigin(Origin):
             raise FileNotFound(f"the file cannot be read ({exc.strerror})") from None
         if not stat_mod.S_ISREG(st.st_mode):
             raise FileNotFound()
-        return SourceStat(st.st_size, f"{st.st_size:x}.{st.st_mtime_ns:x}.{st.st_ino:x}", real)
+        # size and mtime, never the inode: hosts holding copies of one library agree (API.md section 4)
+        return SourceStat(st.st_size, f"{st.st_size:x}.{st.st_mtime_ns:x}", real)
 
     async def stat(self, space: str, rel: str) -> SourceStat:
         return await asyncio.get_running_loop().run_in_executor(self.io, self._stat_sync, space, rel)

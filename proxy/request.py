@@ -12,12 +12,13 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl, unquote
 
 from .errors import InvalidParameter, InvalidPath, NotFound
-from .types import Fit, Sizing
+from .types import Fit, MediaKind, Sizing
 
 ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 FORMATS = {"jpeg": "jpeg", "jpg": "jpeg", "png": "png", "webp": "webp", "avif": "avif", "gif": "gif"}
 _DIGITS = re.compile(r"^[0-9]{1,9}$")
 MAX_PATH_BYTES = 4096
+ANIMATED_FAMILIES = frozenset({"gif", "webp"})  # output formats that can keep an animation
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -48,16 +49,47 @@ class PreviewOptions:
     format: str = ""          # "": the source's family
     debug: str = ""           # "faces": the face debug view
 
-    def canonical(self, animated: bool) -> str:
-        """The options' canonical form: the only input of the cache key besides the source."""
+    def canonical(self) -> str:
+        """The options' canonical form (``format`` resolved first: see ``RenderRequest``)."""
         parts = [self.sizing.canonical()]
-        if animated and self.frame_number:
+        if self.frame_number and self.format in ANIMATED_FAMILIES:  # a still output has no frames
             parts.append(f"n{self.frame_number}")
-        if self.format:
-            parts.append(f"f{self.format}")
+        parts.append(f"f{self.format}")
         if self.debug:
             parts.append(f"d{self.debug}")
         return ",".join(parts)
+
+    def query(self) -> str:
+        """The options as the query that ``parse_options`` reads back into these same options."""
+        sizing = self.sizing
+        parts = {Fit.SQUARE: [f"size={sizing.size}"], Fit.SCALE: [f"scale={sizing.size}"],
+                 Fit.BOX: [f"width_size={sizing.width}"] * bool(sizing.width)
+                 + [f"height_size={sizing.height}"] * bool(sizing.height)}.get(sizing.fit, [])
+        if self.frame_number:
+            parts.append(f"frame_number={self.frame_number}")
+        if self.format:
+            parts.append(f"format={self.format}")
+        if self.debug:
+            parts.append(f"debug={self.debug}")
+        return "&".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class RenderRequest:
+    """One render, fully described: the file, its source version, the options with the output format
+    resolved, and the service settings that change these pixels. Its canonical form is the only input
+    of the cache key, and an asset URL carries enough of it for any host to make the render again."""
+
+    ref: FileRef
+    version: str
+    options: PreviewOptions  # ``format`` is the output family, never ""
+    kind: MediaKind
+    settings: str = ""       # e.g. "q85" or "q85,yunet:640": only settings that reach these pixels
+
+    def canonical(self) -> str:
+        parts = [self.ref.library, self.ref.space, self.ref.path, self.version, self.options.canonical(),
+                 self.settings]
+        return "\x1f".join(parts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +106,11 @@ def decode_file_path(raw: str) -> str:
         path = unquote(raw, encoding="utf-8", errors="strict")
     except UnicodeDecodeError:
         raise InvalidPath("the file path is not valid UTF-8") from None
+    return check_file_path(path)
+
+
+def check_file_path(path: str) -> str:
+    """``path`` (decoded) when every segment is a plain name that stays inside its root; else 400."""
     if not path:
         raise InvalidPath("the file path is empty")
     if "\x00" in path or "\\" in path:

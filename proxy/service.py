@@ -10,24 +10,41 @@ import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, replace
-from urllib.parse import quote, unquote
+from urllib.parse import unquote
 
-from .access import Grant, signed_query
-from .cache import DiskCache, FileLock, cache_key, key_path
+from .access import Grant, origin_space
+from .cache import DiskCache, cache_key
 from .config import Config, LibraryConfig
-from .errors import RateLimitExceeded
+from .errors import FileNotFound, Forbidden
 from .faces import Detection, detector_name
+from .links import (
+    ORIGINALS,  # noqa: F401 - re-exported
+    PRIVATE,
+    AssetPath,
+    Description,
+    has_private,
+    key_path,
+    original_uri,
+    render_uri,
+    signed_query,
+)
 from .media import kind_of
 from .metrics import Metrics
 from .origin import HttpOrigin, Origin, SourceStat
 from .pipeline import Job, render
 from .pool import RenderPool
-from .request import FileRef, PreviewOptions
+from .request import (
+    ID_RE,
+    FileRef,
+    PreviewOptions,
+    RenderRequest,
+    check_file_path,
+    parse_options,
+    parse_query,
+)
 from .store import Store
 from .types import Face, Fit, MediaKind
 
-ORIGINALS = "o/"  # asset_prefix + "o/{library}/{space}/{path}": originals, for download links
-PRIVATE = "p/"    # asset_prefix + "p/...": renders of private content, served only with a signature
 _FAMILY_BY_EXTENSION = {"png": "png", "gif": "gif", "webp": "webp", "avif": "avif"}
 MAX_VERSIONS = 100_000
 FACES_NS = "faces"
@@ -40,11 +57,6 @@ def centre_fallback(rel: str) -> str:
     folder, _, name = rel.rpartition("/")  # [p/]<library>/ab/cd, <key>.<ext>
     key, _, ext = name.partition(".")
     return f"{folder.rsplit('/', 2)[0]}/{key_path(cache_key(key, 'centre-fallback'), ext)}"
-
-
-def has_private(lib: LibraryConfig) -> bool:
-    """Is any of the library private (itself, or one of its spaces)?"""
-    return not lib.public_read or any(space.public_read is False for space in lib.spaces.values())
 
 
 def output_family(ref: FileRef, options: PreviewOptions) -> str:
@@ -76,20 +88,18 @@ class Previews:
         self.store = store
         self._versions: OrderedDict[tuple[str, str, str], tuple[SourceStat, float]] = OrderedDict()
         self.detector = detector_name(config.faces)
-        out = config.output
-        # settings that change a render's pixels: changing one must not serve the old renders
-        self.settings = (f"{self.detector}:{config.faces.second_look}:{out.jpeg_quality}:{out.webp_quality}:"
-                         f"{out.avif_quality}:{out.png_compression}")
         metrics.detector.labels(self.detector).set(1)
 
     # ---- source versions -------------------------------------------------------------------------
 
-    async def source_stat(self, lib: LibraryConfig, space: str, ref: FileRef) -> SourceStat:
-        """The source's version, trusted for ``cache.version_ttl`` seconds, then checked again."""
+    async def source_stat(self, lib: LibraryConfig, space: str, ref: FileRef, fresh: bool = False
+                          ) -> SourceStat:
+        """The source's version, trusted for ``cache.version_ttl`` seconds (unless ``fresh``), then
+        checked again."""
         vkey = (lib.id, space, ref.path)
         now = time.monotonic()
         hit = self._versions.get(vkey)
-        if hit is not None and hit[1] > now:
+        if hit is not None and hit[1] > now and not fresh:
             return hit[0]
         origin = self.origins[lib.id]
         if hit is not None and isinstance(origin, HttpOrigin):
@@ -145,7 +155,37 @@ class Previews:
         return self.config.server.public_url.rstrip("/") + uri
 
     def original_uri(self, ref: FileRef) -> str:
-        return f"{self.config.cache.asset_prefix}{ORIGINALS}{ref.library}/{ref.space}/{quote(ref.path)}"
+        return original_uri(self.config.cache.asset_prefix, ref.library, ref.space, ref.path)
+
+    # ---- the request model ---------------------------------------------------------------------------
+
+    def model(self, ref: FileRef, version: str, options: PreviewOptions, kind: MediaKind) -> RenderRequest:
+        """The frozen description of one render: its canonical form is the cache key's only input."""
+        if options.debug and not self.config.faces.debug:
+            options = replace(options, debug="")  # the debug view is off: an ordinary preview
+        options = replace(options, format=output_family(ref, options))
+        return RenderRequest(ref, version, options, kind, self._settings(kind, options))
+
+    def _settings(self, kind: MediaKind, options: PreviewOptions) -> str:
+        """The configured settings that reach these pixels (changing one must not serve old renders),
+        and only those: a JPEG quality change leaves the PNG renders valid."""
+        out, faces = self.config.output, self.config.faces
+        quality = {"jpeg": f"q{out.jpeg_quality}", "webp": f"q{out.webp_quality}",
+                   "avif": f"q{out.avif_quality}", "png": f"z{out.png_compression}"}
+        parts = [quality.get(options.format, "")]
+        if options.sizing.fit is Fit.SQUARE or options.debug:
+            parts.append(f"{self.detector}:{faces.second_look}")
+        if kind is MediaKind.VIDEO and self.config.video.skip_black:
+            parts.append("skipblack")  # another frame: another render
+        return ",".join(part for part in parts if part)
+
+    def _rel(self, model: RenderRequest, private: bool) -> str:
+        rel = key_path(cache_key(model.canonical()), model.options.format, model.ref.library)
+        return PRIVATE + rel if private else rel
+
+    def _uri(self, rel: str, model: RenderRequest) -> str:
+        described = Description(model.ref.space, model.ref.path, model.version, model.options.query())
+        return render_uri(self.config.cache.asset_prefix, rel, described)
 
     # ---- decisions -----------------------------------------------------------------------------------
 
@@ -159,49 +199,49 @@ class Previews:
         kind = kind_of(ref.extension)
         if kind is MediaKind.FILE:
             return await self.download(lib, space, ref, grant)
-        if options.debug and not self.config.faces.debug:
-            options = replace(options, debug="")  # the debug view is off: an ordinary preview
         st = await self.source_stat(lib, space, ref)
-        family = output_family(ref, options)
-        # frame_number counts for any name: a GIF may hide behind another extension (format=gif)
-        canonical = options.canonical(animated=True)
-        if kind is MediaKind.VIDEO and self.config.video.skip_black:
-            canonical += ",skipblack"  # another frame: another render
-        key = cache_key(lib.id, space, ref.path, st.version, canonical, family, self.settings)
-        rel = key_path(key, family, lib.id)
-        rel = rel if grant.public else PRIVATE + rel
-        hit = await self.cache.has(rel)
-        if not hit:
-            written = await self.cache.once(key, lambda: self._render_once(key, lib, space, ref, st, options,
-                                                                           family, rel))
-            rel = written or rel
+        model = self.model(ref, st.version, options, kind)
+        hit, rel = await self.render(lib, space, model, st, self._rel(model, not grant.public))
         (self.metrics.cache_hits if hit else self.metrics.cache.labels("miss")).inc()
-        return Decision(self._url(self.config.cache.asset_prefix + rel, not grant.public), hit, rel)
+        return Decision(self._url(self._uri(rel, model), not grant.public), hit, rel)
 
-    async def _render_once(self, key: str, lib: LibraryConfig, space: str, ref: FileRef, st: SourceStat,
-                           options: PreviewOptions, family: str, rel: str) -> str | None:
-        """Render unless another worker on this cache folder does (or did) it: a lock per key.
-        Returns where the render was written when that is not ``rel`` (see ``_render``)."""
-        lock = FileLock(self.cache.root, key)
-        if not await lock.acquire(self.cache.io, lambda: self.cache.has(rel)):
-            if await self.cache.has(rel):
-                return None
-            # another worker has held this render for too long: no 302 to a file that is not there
-            raise RateLimitExceeded("this preview is being rendered elsewhere; retry",
-                                    headers={"Retry-After": "2"})
-        try:
-            if not await self.cache.has(rel):  # another worker finished it while we waited
-                return await self._render(lib, space, ref, st, options, family, rel)
-            return None
-        finally:
-            await lock.release(self.cache.io)
+    async def asset(self, lib: LibraryConfig, asset: AssetPath) -> tuple[str, bool]:
+        """Make the render an asset URL describes, on a host that does not have it (API.md section 10).
+        Answers the file to serve, and whether it is the URL's own render (immutable) or what the
+        description means here and now (a changed source, other render settings, an edited link)."""
+        described = asset.description
+        if described is None:
+            raise FileNotFound("no such asset (it may have been evicted: ask for the preview again)")
+        if described.space != "-" and not ID_RE.match(described.space):
+            raise FileNotFound("no such asset")
+        if not asset.private and not lib.space_public(described.space):
+            raise Forbidden("a private render's link must be signed", code="InvalidSignature")
+        ref = FileRef(lib.id, described.space, check_file_path(described.path))
+        kind = kind_of(ref.extension)
+        if kind is MediaKind.FILE:
+            raise FileNotFound("no such asset")
+        space = origin_space(lib, ref.space)
+        # asked of the origin, not trusted from memory: this is a render anyway, and its bytes must be
+        # the described version's to be stored under this URL
+        st = await self.source_stat(lib, space, ref, fresh=True)
+        model = self.model(ref, st.version, parse_options(parse_query(described.options)), kind)
+        rel = self._rel(model, asset.private)
+        hit, written = await self.render(lib, space, model, st, rel)
+        (self.metrics.cache_hits if hit else self.metrics.cache.labels("miss")).inc()
+        return written, written == asset.rel
 
-    async def _render(self, lib: LibraryConfig, space: str, ref: FileRef, st: SourceStat,
-                      options: PreviewOptions, family: str, rel: str) -> str | None:
-        """Fetch, render, write to ``rel``; when face detection failed, the centre crop made instead
-        is written beside it (``centre_fallback``) and that path is returned: ``rel`` stays free, so
-        the next request tries the detector again instead of serving the fallback for a year."""
+    async def render(self, lib: LibraryConfig, space: str, model: RenderRequest, st: SourceStat, rel: str
+                     ) -> tuple[bool, str]:
+        """``(hit, where the render is)``: made once (``DiskCache.ensure``) when it is not on disk."""
+        return await self.cache.ensure(rel, lambda: self._render(lib, space, model, st, rel))
+
+    async def _render(self, lib: LibraryConfig, space: str, model: RenderRequest, st: SourceStat, rel: str
+                      ) -> tuple[str, bytes]:
+        """Fetch and render: ``(rel, bytes)``; when face detection failed, the centre crop made instead
+        goes beside it (``centre_fallback``): ``rel`` stays free, so the next request tries the
+        detector again instead of serving the fallback for a year."""
         self.pool.check()  # a full queue refuses before the source is fetched into memory
+        ref = model.ref
         origin = self.origins[lib.id]
         started = time.perf_counter()
         source, fetched = await origin.fetch(space, ref.path, st)
@@ -211,17 +251,13 @@ class Previews:
             self._remember((lib.id, space, ref.path), fetched)
         started = time.perf_counter()
         faces_key = self._faces_key(lib, space, ref, fetched.version)
-        square = options.sizing.fit is Fit.SQUARE and self.detector != "none"
+        square = model.options.sizing.fit is Fit.SQUARE and self.detector != "none"
         known = await self._known_faces(faces_key) if square else None
-        job = Job(source, kind_of(ref.extension), ref.extension, replace(options, format=family), known)
+        job = Job(source, model.kind, ref.extension, model.options, known)
         outcome = await self.pool.run(render, job, self.config)
         self.metrics.render_seconds.labels(job.kind.value).observe(time.perf_counter() - started)
-        written = None
         if outcome.detection is not None:
             await self._record_detection(faces_key, outcome.detection)
             if outcome.detection.failed:
-                rel = written = centre_fallback(rel)
-        await self.cache.put(rel, outcome.rendered.data)
-        self.metrics.cache_bytes.set(self.cache.bytes)
-        self.metrics.cache_files.set(self.cache.files)
-        return written
+                rel = centre_fallback(rel)
+        return rel, outcome.rendered.data

@@ -19,7 +19,7 @@ from urllib.parse import unquote, urlsplit
 from aiocache import SimpleMemoryCache
 from aiocache.serializers import StringSerializer
 
-from .errors import ApiError
+from .errors import StoreUnavailable
 
 PREFIX = "preview-proxy"
 # Redis: reads of sliding entries and their TTL renewal, for every key of a batch, in one round trip
@@ -43,12 +43,6 @@ return out
 _BATCH = 256  # keys per script call at most
 _REDIS_TIMEOUT = 2.0  # seconds: a store that does not answer fails the request, it does not hang it
 _REDIS_CONNECTIONS = 32
-
-
-class StoreUnavailable(ApiError):
-    """The store did not answer: access cannot be decided, so it is refused (fail closed)."""
-
-    default_message = "the token store is unavailable"
 
 
 def _loads(raw: Any) -> Any | None:

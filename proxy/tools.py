@@ -23,9 +23,9 @@ from .app import create_app
 from .config import Config, LibraryConfig
 from .errors import ApiError
 from .keys import PREVIEWS
+from .links import PRIVATE
 from .origin import list_previewable
 from .request import FileRef, PreviewOptions, decode_file_path
-from .service import PRIVATE
 from .types import Fit, Sizing
 
 _DURATION = re.compile(r"^(\d+)([smhdw])$")

@@ -172,6 +172,16 @@ async def client(aiohttp_client: Any, make_config: ConfigFactory) -> TestClient:
     return await aiohttp_client(create_app(make_config()))
 
 
+def asset_file(cache_dir: Path, location: str) -> Path:
+    """The file in the cache folder that a render's asset URL names."""
+    from proxy.links import parse_render_uri
+
+    path = urlsplit(location).path
+    asset = parse_render_uri(path[path.index("/_assets/") + len("/_assets/"):])
+    assert asset is not None, location
+    return cache_dir / asset.rel
+
+
 async def follow(client: TestClient, location: str) -> tuple[int, dict[str, str], bytes]:
     """GET a Location the app answered (path-only or absolute) from the same test server."""
     parts = urlsplit(location)

@@ -18,7 +18,7 @@ from urllib.parse import quote, urlsplit
 import pytest
 import pyvips
 from aiohttp.test_utils import TestClient
-from conftest import CORPUS, ConfigFactory, follow, gradient, needs_corpus, preview, renders
+from conftest import CORPUS, ConfigFactory, asset_file, follow, gradient, needs_corpus, preview, renders
 from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.app import create_app
@@ -519,16 +519,52 @@ async def test_asset_headers_and_304(client: TestClient) -> None:
     assert head.status == 200 and head.headers["Content-Length"] == str(len(await resp.read()))
 
 
-async def test_a_render_deleted_behind_the_service_is_a_json_404(client: TestClient) -> None:
+async def test_a_render_deleted_behind_the_service_is_made_again(client: TestClient) -> None:
     from proxy.keys import CACHE
 
     loc = await location(client, API + "landscape.jpg?preview&size=40")
-    assert (await client.get(loc)).status == 200
+    first = await client.get(loc)
+    assert first.status == 200
     cache = client.server.app[CACHE]
-    os.unlink(cache.path(urlsplit(loc).path[len("/_assets/"):]))  # another worker evicted it
+    os.unlink(asset_file(cache.root, loc))  # another worker evicted it
+    resp = await client.get(loc)  # the URL describes the render: made again, never a 404
+    assert resp.status == 200 and resp.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+    assert pyvips.Image.new_from_buffer(await resp.read(), "").width == 40
+    assert asset_file(cache.root, loc).is_file()
+    bare = urlsplit(loc).path.rpartition("/")[0] + ".jpeg"  # a file path with no description
+    os.unlink(asset_file(cache.root, loc))
+    resp = await client.get(bare)
+    assert resp.status == 404 and (await resp.json())["code"] == "FileNotFound"
+
+
+async def test_an_asset_url_describes_what_it_may_render(aiohttp_client: Any, make_config: ConfigFactory,
+                                                        media: Path) -> None:
+    """A public URL cannot be edited into a private space's render; a changed source is rendered as it
+    is now, but not served as that URL's immutable image."""
+    from proxy.links import Description, describe, parse_render_uri
+
+    cfg = make_config(cache={"sign_secret": "x" * 32}, libraries=[
+        {"id": "lib", "origin": str(media), "secret": "s", "multi_tenant": True,
+         "spaces": {"closed": {"public_read": False}}}])
+    (media / "open").mkdir()
+    (media / "closed").mkdir()
+    for space in ("open", "closed"):
+        shutil.copyfile(media / "landscape.jpg", media / space / "a.jpg")
+    client = await aiohttp_client(create_app(cfg))
+    loc = urlsplit(await location(client, "/api/v1/file/lib/open/a.jpg?preview&size=30")).path
+    asset = parse_render_uri(loc[len("/_assets/"):])
+    assert asset is not None and asset.description is not None
+    closed = describe(Description("closed", "a.jpg", asset.description.version, asset.description.options))
+    edited = loc.rpartition("/")[0] + f"/{closed}.jpeg"
+    os.unlink(asset_file(cfg.cache.dir, loc))
+    resp = await client.get(edited)
+    assert resp.status == 403 and (await resp.json())["code"] == "InvalidSignature"
+    # the source changes: the old URL still answers an image, but only briefly cacheable
+    gradient(50, 80).jpegsave(str(media / "open" / "a.jpg"))
+    os.utime(media / "open" / "a.jpg", ns=(1, 1))
     resp = await client.get(loc)
-    assert resp.status == 404
-    assert (await resp.json())["code"] == "FileNotFound"
+    assert resp.status == 200 and resp.headers["Cache-Control"] == "public, max-age=60"
+    assert pyvips.Image.new_from_buffer(await resp.read(), "").width == 30
 
 
 async def test_fifty_concurrent_requests_render_once(client: TestClient) -> None:

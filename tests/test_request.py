@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from proxy.errors import InvalidParameter, InvalidPath, NotFound
@@ -187,15 +189,24 @@ def test_frame_number_and_format() -> None:
 
 
 def test_canonical_form_covers_every_pixel_option() -> None:
-    a = options("size=200")
-    assert a.canonical(False) == options("size=200&scale=50&frame_number=3").canonical(False)
-    # frame_number only changes an animated source
-    assert options("size=200&frame_number=3").canonical(True) != a.canonical(True)
-    assert options("size=200&format=webp").canonical(False) != a.canonical(False)
-    seen = {options(q).canonical(True) for q in
+    def canonical(query: str, family: str = "jpeg") -> str:
+        return replace(options(query), format=options(query).format or family).canonical()
+
+    a = canonical("size=200")
+    assert a == canonical("size=200&scale=50&frame_number=3")
+    # frame_number only changes an output that can be animated
+    assert canonical("size=200&frame_number=3", "gif") != canonical("size=200", "gif")
+    assert canonical("size=200&format=webp") != a
+    seen = {canonical(q, "gif") for q in
             ["", "size=20", "scale=20", "width_size=20", "height_size=20", "width_size=20&height_size=20",
              "size=20&frame_number=2", "size=20&format=png"]}
     assert len(seen) == 8
+
+
+def test_options_query_reads_back_to_the_same_options() -> None:
+    for raw in ["", "size=20", "scale=5", "width_size=20", "height_size=7", "width_size=3&height_size=4",
+                "size=20&frame_number=2&format=webp", "debug=faces"]:
+        assert options(options(raw).query()) == options(raw), raw
 
 
 def test_parse_credentials() -> None:

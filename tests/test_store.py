@@ -90,6 +90,15 @@ async def test_redis_down_fails_closed_with_a_json_error() -> None:
     await store.close()
 
 
+async def test_a_store_that_is_down_is_a_503_not_a_bug(aiohttp_client: Any, make_config: ConfigFactory,
+                                                        media: Path) -> None:
+    cfg = make_config(store={"url": f"redis://127.0.0.1:{free_port()}/0"}, cache={"sign_secret": "x" * 32},
+                      libraries=[{"id": "priv", "origin": str(media), "secret": "s", "public_read": False}])
+    client = await aiohttp_client(create_app(cfg))
+    resp = await client.get("/api/v1/file/priv/-/landscape.jpg?preview&access_token=" + "t" * 32)
+    assert resp.status == 503 and (await resp.json())["code"] == "ServiceUnavailable"
+
+
 def test_config_refuses_an_unknown_store_scheme(make_config: ConfigFactory) -> None:
     with pytest.raises(ConfigError, match=r"\[store\] url"):
         make_config(store={"url": "memcached://127.0.0.1:11211"})

@@ -1,30 +1,28 @@
-"""Embedded mode's asset route: renders from the cache folder, and originals for download links.
+"""The asset route: renders from the cache folder, and originals for download links.
 
-In production nginx answers these same URLs from disk (``nginx/``); this route exists so that one
-process with no nginx serves the whole API, with the same headers and signature checks.
+Embedded mode answers every asset URL here. Behind nginx, nginx answers the renders this host has on
+disk and passes the others here (its ``try_files`` fallback): a render's URL describes it
+(``links.py``), so a host that has not made it makes it now and answers the image, never a 404.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from typing import NoReturn
 from urllib.parse import unquote
 
 from aiohttp import web
 
-from ..access import origin_space, verify_signature
+from ..access import origin_space
 from ..errors import Forbidden, NotFound
-from ..keys import CACHE, CONFIG
+from ..keys import CACHE, CONFIG, PREVIEWS
+from ..links import ORIGINALS, parse_render_uri, verify_signature
 from ..media import CONTENT_TYPES
+from ..middleware import CACHE as CACHE_RESULT
 from ..request import parse_file_route
-from ..service import ORIGINALS
 from .files import stream_original
 
-# renders: "<library>/ab/cd/<key>.<ext>"; those of private content under "p/", which needs a signature
-_RENDER = re.compile(r"^(p/)?[A-Za-z0-9_-]{1,64}/([0-9a-f]{2})/([0-9a-f]{2})/(\2\3[0-9a-f]{36})"
-                     r"\.(jpeg|png|gif|webp|avif)$")
 IMMUTABLE = "public, max-age=31536000, immutable"
 
 
@@ -50,20 +48,28 @@ async def asset_route(request: web.Request) -> web.StreamResponse:
     rel = raw_path[len(config.cache.asset_prefix):]
     if rel.startswith(ORIGINALS):
         return await _original(request, rel[len(ORIGINALS):], raw_path)
-    m = _RENDER.match(rel)
-    if not m:
+    asset = parse_render_uri(rel)
+    if asset is None:
         raise NotFound("no such asset", code="FileNotFound")
     expires = _signed(request, raw_path)
-    if m.group(1) and expires is None:
+    if asset.private and expires is None:
         raise Forbidden("a private render's link must be signed", code="InvalidSignature")
     cache = request.app[CACHE]
-    headers = {"Content-Type": CONTENT_TYPES[m.group(5)],
-               "Cache-Control": IMMUTABLE if expires is None else _private_cache_control(expires)}
-    path = cache.path(rel)
+    cache_control = IMMUTABLE if expires is None else _private_cache_control(expires)
+    path = cache.path(asset.rel)
     # a stat each time, in the file-system executor: the index may still list a file another worker
     # evicted, and FileResponse would answer a bare 404 for it, not the API's JSON error
     if not await asyncio.get_running_loop().run_in_executor(cache.io, path.is_file):
-        _missing()
+        lib = config.library(asset.library)
+        if lib is None:
+            _missing()
+        cache.forget(asset.rel)  # gone: the index must not answer a hit for it
+        rel, own = await request.app[PREVIEWS].asset(lib, asset)
+        request[CACHE_RESULT] = "miss"
+        path = cache.path(rel)
+        if not own and expires is None:  # not this URL's render: never cached as if it were
+            cache_control = f"public, max-age={config.server.redirect_max_age}"
+    headers = {"Content-Type": CONTENT_TYPES[asset.ext], "Cache-Control": cache_control}
     return web.FileResponse(path, headers=headers)
 
 
