@@ -87,6 +87,8 @@ class OutputConfig:
     webp_quality: int = 80
     avif_quality: int = 60
     png_compression: int = 6
+    # formats offered to clients whose Accept names them, in this order (API section 9); () = off
+    negotiate: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +194,11 @@ def _coerce(section: str, key: str, value: Any, default: Any) -> Any:
             return float(value)
         except (TypeError, ValueError):
             raise ValueError(f"expected a number, got {value!r}") from None
+    if isinstance(default, tuple):  # a TOML list of strings, or "a,b" from the environment
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+            raise ValueError(f"expected a list of strings, got {value!r}")
+        return tuple(item.strip() for item in items if item.strip())
     if not isinstance(value, str):
         raise ValueError(f"expected a string, got {value!r}")
     return value
@@ -251,6 +258,8 @@ def _check_ranges(cfg: dict[str, Any], problems: list[str]) -> None:
     for key in ("jpeg_quality", "webp_quality", "avif_quality"):
         if not 1 <= getattr(out, key) <= 100:
             problems.append(f"[output] {key}: must be 1..100")
+    if not set(out.negotiate) <= {"avif", "webp"} or len(set(out.negotiate)) != len(out.negotiate):
+        problems.append('[output] negotiate: a list of distinct formats among "avif", "webp"')
 
 
 def _library(i: int, raw: Any, problems: list[str]) -> LibraryConfig | None:

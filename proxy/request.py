@@ -184,6 +184,25 @@ def is_preview(query: dict[str, str]) -> bool:
     return "preview" in query and query["preview"].lower() not in ("0", "false", "no")
 
 
+def accepted_format(accept: str, offer: tuple[str, ...]) -> str:
+    """The first format of ``offer`` that ``accept`` names as ``image/<format>`` with a q above 0, or "".
+
+    Wildcards (``*/*``, ``image/*``) name no format: every browser sends them, including those
+    that cannot decode AVIF, so only an explicit media type counts.
+    """
+    named: set[str] = set()
+    for item in accept.lower().split(","):
+        media, *params = item.split(";")
+        q = next((p.strip()[2:] for p in params if p.strip().startswith("q=")), "1")
+        try:
+            acceptable = float(q) > 0
+        except ValueError:
+            acceptable = False
+        if acceptable and media.strip().startswith("image/"):
+            named.add(media.strip()[6:])
+    return next((fmt for fmt in offer if fmt in named), "")
+
+
 def parse_credentials(query: dict[str, str], authorization: str | None) -> Credentials:
     token = query.get("access_token", "")
     if not token and authorization and authorization[:7].lower() == "bearer ":

@@ -38,6 +38,7 @@ from .request import (
     FileRef,
     PreviewOptions,
     RenderRequest,
+    accepted_format,
     check_file_path,
     parse_options,
     parse_query,
@@ -46,6 +47,7 @@ from .store import Store
 from .types import Face, Fit, MediaKind
 
 _FAMILY_BY_EXTENSION = {"png": "png", "gif": "gif", "webp": "webp", "avif": "avif"}
+NEGOTIABLE = frozenset({"jpeg", "png"})  # output families that negotiation may replace; GIF stays
 MAX_VERSIONS = 100_000
 FACES_NS = "faces"
 FACES_TTL = 30 * 86400  # keyed by the source version: a changed photo is a new key anyway
@@ -68,6 +70,19 @@ def output_family(ref: FileRef, options: PreviewOptions) -> str:
     if kind_of(ref.extension) is MediaKind.VIDEO:
         return "jpeg"
     return _FAMILY_BY_EXTENSION.get(ref.extension, "jpeg")
+
+
+def negotiate(ref: FileRef, options: PreviewOptions, accept: str, offer: tuple[str, ...]
+              ) -> tuple[PreviewOptions, bool]:
+    """Options with the format ``accept`` picks from ``offer`` (API section 9), and whether negotiation
+    applied: then the 302 must say ``Vary: Accept``, its JPEG/PNG fallback included (a shared cache
+    would otherwise hand that fallback to clients that asked for AVIF). The chosen format goes into
+    ``options.format``, so it is in the canonical options (the cache key) like an explicit ``format=``."""
+    if (not offer or options.format or options.debug or kind_of(ref.extension) is not MediaKind.IMAGE
+            or output_family(ref, options) not in NEGOTIABLE):
+        return options, False
+    chosen = accepted_format(accept, offer)
+    return (replace(options, format=chosen) if chosen else options), True
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Installs everything the tests need on a fresh Debian/Ubuntu machine, then runs them:
 #   bash scripts/test.sh [pytest args]
-# System packages (nginx, redis-server, wrk, chromium) come from apt when missing (as root, or with sudo);
+# System packages (nginx and its perl module, redis-server, wrk, chromium, varnish) come from apt when missing (as root, or with sudo);
 # Python packages go into .venv. Same command locally and in CI (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
-for pair in nginx:nginx redis-server:redis-server wrk:wrk chromium:chromium; do
-  command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair##*:}")
+for pair in nginx:nginx redis-server:redis-server wrk:wrk chromium:chromium varnishd:varnish; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || PATH="$PATH:/usr/sbin" command -v "${pair%%:*}" >/dev/null 2>&1 \
+    || missing+=("${pair##*:}")
 done
+# the generated nginx.conf counts a signed asset's seconds left with nginx's perl (proxy/nginx.py)
+[[ -f /usr/lib/nginx/modules/ngx_http_perl_module.so ]] || missing+=(libnginx-mod-http-perl)
 if ((${#missing[@]})); then
   echo "installing system packages: ${missing[*]}"
   SUDO=""; [[ $(id -u) != 0 ]] && SUDO="sudo"

@@ -13,6 +13,7 @@ from ..media import kind_of, original_content_type
 from ..middleware import CACHE, USER
 from ..request import (
     FileRef,
+    accepted_format,
     decode_file_path,
     is_preview,
     parse_credentials,
@@ -20,6 +21,7 @@ from ..request import (
     parse_options,
     parse_query,
 )
+from ..service import negotiate
 
 FILE_PREFIX = "/api/v1/file/"
 # Originals are the users' files, served on our host: never let one run as a page (an SVG or HTML
@@ -45,11 +47,15 @@ async def _answer(request: web.Request, lib: LibraryConfig, ref: FileRef, query:
     headers = {"Cache-Control": f"public, max-age={config.server.redirect_max_age}" if grant.public
                else "private, no-store"}
     if is_preview(query):
-        decision = await previews.preview(lib, space, ref, parse_options(query), grant)
+        options, vary = negotiate(ref, parse_options(query), request.headers.get("Accept", ""),
+                                  config.output.negotiate)
+        if vary:
+            headers["Vary"] = "Accept"
+        decision = await previews.preview(lib, space, ref, options, grant)
         if decision.cache_hit is not None:
             request[CACHE] = "hit" if decision.cache_hit else "miss"
         if grant.public and decision.rel:
-            request.app[DECISIONS].put(request.raw_path, {**headers, "Location": decision.location},
+            request.app[DECISIONS].put(_decision_key(request), {**headers, "Location": decision.location},
                                        decision.rel)
     else:
         decision = await previews.download(lib, space, ref, grant)
@@ -63,9 +69,17 @@ async def _answer(request: web.Request, lib: LibraryConfig, ref: FileRef, query:
     return web.Response(status=302, headers=headers)
 
 
+def _decision_key(request: web.Request) -> str:
+    """The micro-cache's key: the raw URI, and with negotiation on, the format the Accept picks."""
+    offer = request.app[CONFIG].output.negotiate
+    if not offer:
+        return request.raw_path
+    return f"{request.raw_path} {accepted_format(request.headers.get('Accept', ''), offer)}"
+
+
 def _answered(request: web.Request) -> web.Response | None:
     """The 302 of a public preview answered moments ago, if any (see decisions.py)."""
-    known = request.app[DECISIONS].get(request.raw_path)
+    known = request.app[DECISIONS].get(_decision_key(request))
     if known is None:
         return None
     request.app[DISK_CACHE].touch(known.rel)
