@@ -84,8 +84,10 @@ class VideoConfig:
 @dataclass(frozen=True, slots=True)
 class OutputConfig:
     jpeg_quality: int = 85
-    webp_quality: int = 80
-    avif_quality: int = 60
+    # WebP and AVIF qualities: the same SSIM as JPEG Q85 at sizes 200 and 400 on the corpus photos
+    # (bench/bench_formats.py, bench/RESULTS.md "formats"); AVIF 0.65x and WebP 0.72x its bytes
+    webp_quality: int = 82
+    avif_quality: int = 68
     png_compression: int = 6
     # formats offered to clients whose Accept names them, in this order (API section 9); () = off
     negotiate: tuple[str, ...] = ()

@@ -73,7 +73,7 @@ def multi_url(space: str, query: str, library: str = "multi") -> str:
 async def test_public_library_needs_no_token_and_its_links_are_unsigned(app_client: TestClient) -> None:
     status, headers, _ = await get(app_client, "/api/v1/file/lib/-/landscape.jpg?preview&size=64")
     assert status == 302
-    assert headers["Cache-Control"] == "public, max-age=60"
+    assert headers["Cache-Control"] == "public, max-age=60, stale-while-revalidate=0"
     assert "md5=" not in headers["Location"]
     status, asset_headers, _ = await follow(app_client, headers["Location"])
     assert (status, asset_headers["Cache-Control"]) == (200, "public, max-age=31536000, immutable")
@@ -197,7 +197,7 @@ async def test_token_without_spaces_reaches_no_multi_tenant_space(app_client: Te
 
 async def test_per_space_public_read_overrides_the_library(app_client: TestClient) -> None:
     status, headers, _ = await get(app_client, "/api/v1/file/multi/pub/photo.jpg?preview&size=32")
-    assert (status, headers["Cache-Control"]) == (302, "public, max-age=60")
+    assert (status, headers["Cache-Control"]) == (302, "public, max-age=60, stale-while-revalidate=0")
     assert "md5=" not in headers["Location"]
     assert (await get(app_client, "/api/v1/file/open/a/photo.jpg?preview&size=32"))[0] == 302
     status, _, body = await get(app_client, "/api/v1/file/open/shut/photo.jpg?preview&size=32")

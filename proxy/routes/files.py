@@ -30,6 +30,13 @@ ORIGINAL_HEADERS = {"X-Content-Type-Options": "nosniff",
                     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; sandbox"}
 
 
+def redirect_cache_control(max_age: int) -> str:
+    """A public 302's Cache-Control. ``stale-while-revalidate=0``: shared caches keep it ``max_age``
+    seconds and not longer. Varnish (and CDNs built like it) otherwise serve an expired object for a
+    grace period (Varnish: 10 s) while fetching it again, i.e. the previous render after a change."""
+    return f"public, max-age={max_age}, stale-while-revalidate=0"
+
+
 def _split(raw_path: str) -> tuple[str, str]:
     path, _, query = raw_path.partition("?")
     return path, query
@@ -44,7 +51,7 @@ async def _answer(request: web.Request, lib: LibraryConfig, ref: FileRef, query:
     if grant.user_id:
         request[USER] = grant.user_id
     previews = request.app[PREVIEWS]
-    headers = {"Cache-Control": f"public, max-age={config.server.redirect_max_age}" if grant.public
+    headers = {"Cache-Control": redirect_cache_control(config.server.redirect_max_age) if grant.public
                else "private, no-store"}
     if is_preview(query):
         options, vary = negotiate(ref, parse_options(query), request.headers.get("Accept", ""),
