@@ -21,7 +21,7 @@ from .faces import detector_name, warm_up
 from .keys import ACCESS_LOG, CACHE, CONFIG, DECISIONS, METRICS, ORIGINS, POOL, PREVIEWS, STORE
 from .metrics import Metrics
 from .middleware import AccessLog, make_middleware
-from .origin import check_origins, make_origin
+from .origin import check_origins, fresh_spool, make_origin
 from .pool import RenderPool
 from .render import configure_vips
 from .routes.assets import asset_route
@@ -48,7 +48,8 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
     await cache.start()
     # each render thread loads its face detector before the first request, not during it
     await pool.on_every_thread(partial(warm_up, config.faces))
-    origins = {lib.id: make_origin(lib.origin, config.limits, io) for lib in config.libraries}
+    spool = await asyncio.get_running_loop().run_in_executor(io, fresh_spool, config.cache.dir)
+    origins = {lib.id: make_origin(lib.origin, config.limits, io, spool) for lib in config.libraries}
     app[POOL], app[CACHE], app[ORIGINS] = pool, cache, origins
     app[STORE] = open_store(config.store.url)
     app[PREVIEWS] = Previews(config, origins, cache, pool, app[METRICS], app[STORE])

@@ -62,6 +62,7 @@ class LimitsConfig:
     origin_timeout: float = 15.0
     render_concurrency: int = 0
     queue_limit: int = 256
+    render_deadline: float = 60.0  # seconds from admission to a finished render; 0 = none
 
     @property
     def workers(self) -> int:
@@ -248,6 +249,8 @@ def _check_ranges(cfg: dict[str, Any], problems: list[str]) -> None:
     for key in ("max_source_bytes", "max_source_pixels", "max_frames", "origin_timeout", "queue_limit"):
         if getattr(limits, key) <= 0:
             problems.append(f"[limits] {key}: must be positive")
+    if limits.render_deadline < 0:
+        problems.append("[limits] render_deadline: must be 0 (none) or more seconds")
     if limits.render_concurrency < 0:
         problems.append("[limits] render_concurrency: must be 0 (one per core) or more")
     if faces.detector not in ("auto", "yunet", "haar", "none"):

@@ -10,12 +10,17 @@ ApiError: 404 FileNotFound, 413 SourceTooLarge, 502 OriginError, 504 OriginTimeo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import stat as stat_mod
+import tempfile
+import time
 from collections.abc import AsyncIterator
 from concurrent.futures import Executor
 from contextlib import aclosing
 from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
 from urllib.parse import quote, urljoin, urlsplit
 
 import aiohttp
@@ -29,6 +34,7 @@ from .types import MediaKind
 
 CHUNK = 256 * 1024
 MAX_REDIRECTS = 3
+SPOOL_ABANDONED = 3600  # seconds: a spooled source this old is not any live render's (origin_timeout)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +120,9 @@ def redirect_target(url: str, location: str, host: str) -> str:
 class HttpOrigin(Origin):
     """An http(s):// base URL (an object-storage bucket, a web server). One ClientSession per origin."""
 
-    def __init__(self, base: str, limits: LimitsConfig) -> None:
+    def __init__(self, base: str, limits: LimitsConfig, io: Executor, spool: Path) -> None:
+        self.io = io
+        self.spool = spool  # sources are written here, not held in memory (see ``spool``)
         self.base = base if base.endswith("/") else base + "/"
         self.host = urlsplit(self.base).netloc
         self.limits = limits
@@ -206,15 +214,12 @@ class HttpOrigin(Origin):
         if got.size > cap:
             resp.release()
             raise SourceTooLarge(f"the origin says {got.size} bytes, over the limit of {cap}")
-        body = bytearray()
         async with aclosing(self._chunks(resp)) as chunks:
-            async for chunk in chunks:
-                body += chunk
-                if len(body) > cap:
-                    raise SourceTooLarge(f"the source is over the limit of {cap} bytes")
-        if got.size >= 0 and len(body) != got.size:
+            source = await spool(chunks, cap, self.io, self.spool)
+        if got.size >= 0 and source.size != got.size:
+            discard(source)
             raise OriginError("the origin sent a body shorter than its Content-Length")
-        return Source(data=bytes(body)), got
+        return source, got
 
     async def stream(self, space: str, rel: str, known: SourceStat) -> AsyncIterator[bytes]:
         async with aclosing(self._chunks(await self._request("GET", space, rel))) as chunks:
@@ -235,9 +240,50 @@ class HttpOrigin(Origin):
             resp.release()
 
 
-def make_origin(origin: str, limits: LimitsConfig, io: Executor) -> Origin:
+async def spool(chunks: AsyncIterator[bytes], cap: int, io: Executor, folder: Path) -> Source:
+    """A fetched body written to a temporary file in ``folder`` as it arrives (libvips then reads it
+    as far as it needs: memory does not grow with the source's size); over ``cap`` bytes: 413.
+    ``discard`` removes it once the render is done."""
+    loop = asyncio.get_running_loop()
+    fd, path = await loop.run_in_executor(io, partial(tempfile.mkstemp, prefix=".src-", dir=folder))
+    size = 0
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            async for chunk in chunks:
+                size += len(chunk)
+                if size > cap:
+                    raise SourceTooLarge(f"the source is over the limit of {cap} bytes")
+                await loop.run_in_executor(io, fh.write, chunk)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise
+    return Source(path=path, size=size, temporary=True)
+
+
+def fresh_spool(cache_dir: Path) -> Path:
+    """``cache_dir/.spool`` (on the cache's disk, not in memory), emptied of what a crash left there
+    by a process that is gone. Blocking: call it in an executor."""
+    folder = cache_dir / ".spool"
+    folder.mkdir(parents=True, exist_ok=True)
+    for entry in folder.iterdir():
+        with contextlib.suppress(OSError):
+            if time.time() - entry.stat().st_mtime > SPOOL_ABANDONED:
+                entry.unlink()
+    return folder
+
+
+def discard(source: Source) -> None:
+    """Remove a spooled source (a no-op for an origin's own file)."""
+    if source.temporary and source.path:
+        with contextlib.suppress(OSError):
+            os.unlink(source.path)
+
+
+def make_origin(origin: str, limits: LimitsConfig, io: Executor, spool: Path) -> Origin:
+    """The origin for a library's ``origin``; fetched bodies are spooled to files under ``spool``."""
     if origin.startswith(("http://", "https://")):
-        return HttpOrigin(origin, limits)
+        return HttpOrigin(origin, limits, io, spool)
     return LocalOrigin(origin, limits, io)
 
 

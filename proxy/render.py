@@ -82,6 +82,8 @@ class Source:
 
     path: str | None = None
     data: bytes | None = None
+    size: int = -1           # bytes, when known
+    temporary: bool = False  # a spooled copy (``origin.spool``), removed after the render
 
     def vips(self) -> pyvips.Source:
         if self.path is not None:

@@ -6,6 +6,7 @@ faces): the core runs only through ``RenderPool.run``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import OrderedDict
@@ -30,7 +31,7 @@ from .links import (
 )
 from .media import kind_of
 from .metrics import Metrics
-from .origin import HttpOrigin, Origin, SourceStat
+from .origin import HttpOrigin, Origin, SourceStat, discard
 from .pipeline import Job, render
 from .pool import RenderPool
 from .request import (
@@ -255,21 +256,26 @@ class Previews:
         """Fetch and render: ``(rel, bytes)``; when face detection failed, the centre crop made instead
         goes beside it (``centre_fallback``): ``rel`` stays free, so the next request tries the
         detector again instead of serving the fallback for a year."""
-        self.pool.check()  # a full queue refuses before the source is fetched into memory
-        ref = model.ref
-        origin = self.origins[lib.id]
-        started = time.perf_counter()
-        source, fetched = await origin.fetch(space, ref.path, st)
-        self.metrics.origin_seconds.labels("http" if isinstance(origin, HttpOrigin) else "local").observe(
-            time.perf_counter() - started)
-        if fetched.version != st.version:  # changed under us: the render is of what we fetched
-            self._remember((lib.id, space, ref.path), fetched)
-        started = time.perf_counter()
-        faces_key = self._faces_key(lib, space, ref, fetched.version)
-        square = model.options.sizing.fit is Fit.SQUARE and self.detector != "none"
-        known = await self._known_faces(faces_key) if square else None
-        job = Job(source, model.kind, ref.extension, model.options, known)
-        outcome = await self.pool.run(render, job, self.config)
+        limit = self.config.limits.render_deadline
+        # a ticket before any byte is fetched: concurrent downloads <= render slots + queue
+        async with self.pool.admit(time.monotonic() + limit if limit else 0.0) as ticket:
+            ref = model.ref
+            origin = self.origins[lib.id]
+            started = time.perf_counter()
+            source, fetched = await origin.fetch(space, ref.path, st)
+            try:
+                self.metrics.origin_seconds.labels("http" if isinstance(origin, HttpOrigin) else "local"
+                                                   ).observe(time.perf_counter() - started)
+                if fetched.version != st.version:  # changed under us: the render is of what we fetched
+                    self._remember((lib.id, space, ref.path), fetched)
+                started = time.perf_counter()
+                faces_key = self._faces_key(lib, space, ref, fetched.version)
+                square = model.options.sizing.fit is Fit.SQUARE and self.detector != "none"
+                known = await self._known_faces(faces_key) if square else None
+                job = Job(source, model.kind, ref.extension, model.options, known)
+                outcome = await ticket.run(render, job, self.config)
+            finally:
+                await asyncio.get_running_loop().run_in_executor(self.cache.io, discard, source)
         self.metrics.render_seconds.labels(job.kind.value).observe(time.perf_counter() - started)
         if outcome.detection is not None:
             await self._record_detection(faces_key, outcome.detection)

@@ -229,18 +229,21 @@ async def test_download_link_and_head_see_the_fault_too(web_client: TestClient) 
 
 async def test_timeout_bounds_the_whole_body(tmp_path: Path) -> None:
     """The proof for a trickling origin: ClientTimeout(total) ends a body that never stalls long."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from proxy.config import LimitsConfig
     from proxy.errors import OriginTimeout
     from proxy.origin import HttpOrigin, SourceStat
 
     origin_server = FaultOrigin()
     await origin_server.start()
-    origin = HttpOrigin(origin_server.url, LimitsConfig(origin_timeout=1.0))
+    origin = HttpOrigin(origin_server.url, LimitsConfig(origin_timeout=1.0), ThreadPoolExecutor(1), tmp_path)
     try:
         started = time.monotonic()
         with pytest.raises(OriginTimeout):
             await origin.fetch("", "trickle.jpg", SourceStat(-1, ""))
         assert 0.9 < time.monotonic() - started < 1.5
+        assert list(tmp_path.iterdir()) == []  # the part spooled so far is gone
     finally:
         await origin.close()
         await origin_server.stop()

@@ -10,6 +10,7 @@ from typing import Any
 
 import aiohttp
 import pyvips
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 from conftest import ConfigFactory, renders
 
@@ -94,3 +95,65 @@ async def test_one_render_for_many_waiters_of_which_some_leave(aiohttp_client: A
 
     results = await asyncio.gather(*(leaver() for _ in range(5)), *(stayer() for _ in range(10)))
     assert [r for r in results if r is not None] == [302] * 10
+
+
+class SlowOrigin:
+    """An HTTP origin that sends each body in slow chunks and counts the GETs in progress at once."""
+
+    def __init__(self, body: bytes, chunks: int = 5, pause: float = 0.05) -> None:
+        self.body, self.chunks, self.pause = body, chunks, pause
+        self.active = self.peak = self.gets = 0
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        headers = {"Content-Type": "image/jpeg", "ETag": f'"{request.path}"'}
+        if request.method == "HEAD":
+            return web.Response(headers={**headers, "Content-Length": str(len(self.body))})
+        self.gets += 1
+        self.active += 1
+        self.peak = max(self.peak, self.active)
+        try:
+            response = web.StreamResponse(headers=headers)
+            response.content_length = len(self.body)
+            await response.prepare(request)
+            step = -(-len(self.body) // self.chunks)
+            for i in range(0, len(self.body), step):
+                await asyncio.sleep(self.pause)
+                await response.write(self.body[i:i + step])
+            await response.write_eof()
+            return response
+        finally:
+            self.active -= 1
+
+
+async def slow_origin_client(aiohttp_client: Any, aiohttp_server: Any, make_config: ConfigFactory,
+                             media: Path, origin: SlowOrigin, **limits: Any) -> TestClient:
+    app = web.Application()
+    app.router.add_route("*", "/{name:.+}", origin.handle)
+    server = await aiohttp_server(app)
+    config = make_config(limits=limits, libraries=[{"id": "lib", "origin": str(server.make_url("/")),
+                                                    "secret": "s"}])
+    return await aiohttp_client(create_app(config))
+
+
+async def test_sources_are_fetched_only_when_admitted(aiohttp_client: Any, aiohttp_server: Any,
+                                                      make_config: ConfigFactory, media: Path) -> None:
+    """Concurrent origin downloads <= slots + queue; a 429 comes before any byte of its source."""
+    origin = SlowOrigin((media / "landscape.jpg").read_bytes())
+    client = await slow_origin_client(aiohttp_client, aiohttp_server, make_config, media, origin,
+                                      render_concurrency=SLOTS, queue_limit=QUEUE)
+    results = await asyncio.gather(*(cold(client, f"p{i}.jpg", 64) for i in range(30)))
+    statuses = [status for status, _h, _b in results]
+    assert set(statuses) <= {302, 429} and 429 in statuses, statuses
+    assert origin.peak <= SLOTS + QUEUE, origin.peak
+    assert origin.gets == statuses.count(302)  # no body downloaded only to be thrown away
+    assert all(int(h["Retry-After"]) >= 1 for status, h, _b in results if status == 429)
+    assert list((make_config().cache.dir / ".spool").iterdir()) == []  # spooled sources removed
+
+
+async def test_a_render_past_its_deadline_is_a_typed_503(aiohttp_client: Any, aiohttp_server: Any,
+                                                         make_config: ConfigFactory, media: Path) -> None:
+    origin = SlowOrigin((media / "landscape.jpg").read_bytes(), chunks=6, pause=0.1)
+    client = await slow_origin_client(aiohttp_client, aiohttp_server, make_config, media, origin,
+                                      render_deadline=0.2)
+    status, _headers, body = await cold(client, "late.jpg", 64)
+    assert status == 503 and b'"RenderTimeout"' in body, (status, body)
