@@ -32,7 +32,8 @@ LOG_PATH = web.RequestKey("log_path", str)      # logged instead of request.path
 
 
 def error_response(request: web.Request, exc: ApiError, request_id: str) -> web.Response:
-    headers = {"X-Request-Id": request_id, **exc.headers}
+    # an error is an answer for this moment (a file not there yet, a full queue): never for a shared cache
+    headers = {"X-Request-Id": request_id, "Cache-Control": "no-store", **exc.headers}
     if request.method == "HEAD":
         return web.Response(status=exc.status, headers=headers)
     body = json.dumps({"code": exc.code, "message": exc.message, "requestId": request_id})

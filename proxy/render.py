@@ -38,7 +38,7 @@ ALPHA_FAMILIES = frozenset({"png", "webp", "avif", "gif"})
 # default) is the best after a 1 px blur, i.e. as seen, for +2% bytes over 0.5.
 GIF_EFFORT = 4
 # AVIF (aom) effort, measured with ``bench/bench_formats.py`` (corpus photos, sizes 200 and 400, at
-# avif_quality 68): effort 4 costs 6-9x the encode CPU of effort 2 for 1-2% fewer bytes; effort 1
+# avif_quality 68): effort 4 costs 7-9x the encode CPU of effort 2 for 1-3% fewer bytes; effort 1
 # saves a third of effort 2's CPU but only just reaches JPEG Q85's SSIM at 400 px.
 AVIF_EFFORT = 2
 GIF_DITHER = 1.0

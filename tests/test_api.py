@@ -75,6 +75,7 @@ async def assert_error(resp: Any, status: int, code: str) -> dict[str, Any]:
     assert body["code"] == code and body["message"]
     assert body["requestId"] == resp.headers["X-Request-Id"]
     assert "Traceback" not in body["message"]
+    assert resp.headers["Cache-Control"] == "no-store"  # an answer for now: never kept by a CDN
     return body
 
 

@@ -43,3 +43,16 @@ def test_nginx_accepts_the_example(tmp_path: Path) -> None:
     result = subprocess.run([NGINX, "-t", "-p", str(tmp_path), "-c", str(conf)],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_signed_assets_without_the_perl_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without nginx's perl module there is nothing to count the seconds left with: browsers
+    revalidate signed assets instead of keeping them (never past the link's expiry)."""
+    import proxy.nginx
+
+    with_perl = generated(tmp_path / "a")
+    monkeypatch.setattr(proxy.nginx, "PERL_MODULES", ())
+    without = generated(tmp_path / "b")
+    assert "load_module" in with_perl and "$preview_private_max_age" in with_perl
+    assert "load_module" not in without and "perl_set" not in without
+    assert 'add_header Cache-Control "private, no-cache" always;' in without
