@@ -41,7 +41,6 @@ from peers_report import Stat, chart, profile_table, report
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 OUT = BENCH / "out"
-MODEL = ROOT.parent / "shared" / "models" / "face_detection_yunet_2023mar.onnx"
 PY = Path(sys.executable)
 CORES = os.cpu_count() or 1
 THUMBOR_CONF = """
@@ -151,11 +150,10 @@ def start_nginx(procs: Procs, name: str, prefix: Path, conf: str) -> int:
 
 def start_service(procs: Procs, tmp: Path, media: Path, detector: str) -> tuple[int, int, Path]:
     port = free_port()
-    model = f'model = "{MODEL}"' if detector == "yunet" else ""
     cfg = tmp / f"service-{detector}.toml"
     cfg.write_text(f'[server]\ngallery = false\n[cache]\ndir = "{tmp / ("cache-" + detector)}"\n'
                    f'max_size = "20GiB"\n[limits]\nqueue_limit = 1024\n'
-                   f'[faces]\ndetector = "{detector}"\n{model}\ndebug = false\n'
+                   f'[faces]\ndetector = "{detector}"\ndebug = false\n'
                    f'[[libraries]]\nid = "lib"\norigin = "{media}"\nmount = ""\nsecret = "x"\n')
     proc = procs.start(f"service-{detector}", [str(PY.parent / "preview-proxy"), "serve", "--config",
                                                str(cfg), "--port", str(port)])
@@ -169,7 +167,7 @@ def measure(peer: Peer, paths: list[str], concurrency: int, seconds: float, tmp:
         listing = tmp / "floor-paths.txt"
         listing.write_text("\n".join(paths))
         out = subprocess.run([str(PY), str(BENCH / "floors.py"), peer.mode, str(listing), "--threads",
-                              str(min(concurrency, CORES)), "--seconds", str(seconds), "--model", str(MODEL)],
+                              str(min(concurrency, CORES)), "--seconds", str(seconds)],
                              capture_output=True, text=True, check=True, timeout=seconds + 120)
         r = json.loads(out.stdout)
         return Stat(r["rate"], r["p50"], r["p99"], r["cpu"] / max(1, r["completed"]), r["rss"],
@@ -223,7 +221,7 @@ def main() -> None:
                     NGINX_STATIC.format(workers=1, port=oport, root=media.root))
         wait_http(oport)
         origin = f"127.0.0.1:{oport}"
-        face_pid, face_port, face_cfg = start_service(procs, tmp, media.root, "yunet")
+        face_pid, face_port, face_cfg = start_service(procs, tmp, media.root, "auto")
         centre_pid, centre_port, _ = start_service(procs, tmp, media.root, "none")
         tport = free_port()
         (tmp / "thumbor.conf").write_text(THUMBOR_CONF)

@@ -1,12 +1,12 @@
 """Face-crop quality on labelled photos: does a size=S square keep every face (or the largest face
 when the group cannot fit), and does a photo with no face get the centre crop?
 
-    .venv/bin/python bench/faces_quality.py [--size 200] [--model PATH]
+    .venv/bin/python bench/faces_quality.py [--size 200] [--dir ../shared/corpus/faces-dev] [--model PATH]
 
-Photos: ../shared/corpus/faces with the boxes in bench/face_labels.json, each also pushed to each
-end of a canvas twice its length (so that a centre crop misses the faces), plus scikit-image's
-astronaut. Runs the service's own code path (probe -> resize_with_faces -> place_crop) per
-detector and prints a Markdown table of hit rates.
+Photos: ../shared/corpus/faces with the boxes in bench/face_labels.json (or a folder with its own
+labels.json, as faces-dev), each also pushed to each end of a canvas twice its length (so that a
+centre crop misses the faces). Runs the service's own code path (probe -> resize_with_faces ->
+place_crop) per setting and prints a Markdown table of hit rates.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from proxy.render import Source, place_crop, probe, resize_with_faces, thumbnail
 from proxy.types import Box, Fit, Sizing  # noqa: E402
 
 CORPUS = ROOT.parent / "shared" / "corpus" / "faces"
-MODEL = ROOT.parent / "shared" / "models" / "face_detection_yunet_2023mar.onnx"
 Label = list[tuple[float, float, float, float]]
 
 
@@ -78,16 +77,29 @@ def crop_for(data: bytes, size: int, cfg: FacesConfig) -> tuple[Box, int, int, f
     return box, image.width, image.height, seconds
 
 
-def cases() -> list[tuple[str, bytes, Label]]:
+def labelled(folder: Path) -> list[tuple[str, Label]]:
+    """(file, face boxes as fractions) of ``folder``: its labels.json (pixels, faces-dev's format)
+    or, for ../shared/corpus/faces, bench/face_labels.json (fractions)."""
+    if (folder / "labels.json").is_file():
+        out = []
+        for item in json.loads((folder / "labels.json").read_text()):
+            image = pyvips.Image.new_from_file(str(folder / item["file"])).autorot()
+            w, h = image.width, image.height
+            out.append((item["file"], [(x / w, y / h, bw / w, bh / h) for x, y, bw, bh in item["faces"]]))
+        return out
     labels = json.loads((ROOT / "bench" / "face_labels.json").read_text())["faces"]
+    return [(name, [tuple(f) for f in faces]) for name, faces in sorted(labels.items())]
+
+
+def cases(folder: Path) -> list[tuple[str, bytes, Label]]:
     out = []
-    for name, faces in sorted(labels.items()):
-        if not (CORPUS / name).is_file():
+    for name, faces in labelled(folder):
+        if not (folder / name).is_file():
             continue
-        image = pyvips.Image.new_from_file(str(CORPUS / name)).autorot()
+        image = pyvips.Image.new_from_file(str(folder / name)).autorot()
         image = image.colourspace("srgb") if image.bands < 3 else image
         image = image.flatten(background=[255, 255, 255]) if image.hasalpha() else image
-        for variant, img, moved in variants(image.extract_band(0, n=3), [tuple(f) for f in faces]):
+        for variant, img, moved in variants(image.extract_band(0, n=3), faces):
             out.append((f"{name} ({variant})", img.jpegsave_buffer(Q=92), moved))
     return out
 
@@ -95,16 +107,16 @@ def cases() -> list[tuple[str, bytes, Label]]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--size", type=int, default=200)
-    parser.add_argument("--model", default=str(MODEL))
-    parser.add_argument("--failures", action="store_true", help="list the cases each detector misses")
+    parser.add_argument("--dir", type=Path, default=CORPUS, help="photos (with labels.json, or corpus/faces)")
+    parser.add_argument("--model", default="", help="a YuNet_n ONNX file (default: the one shipped)")
+    parser.add_argument("--failures", action="store_true", help="list the cases each setting misses")
     args = parser.parse_args()
-    all_cases = cases()
+    all_cases = cases(args.dir)
     rows = []
-    variants_ = [("yunet", 640), ("yunet", 480), ("yunet", 0), ("haar", 0), ("none", 0)]
-    for detector, second in variants_:
-        model = args.model if detector == "yunet" else ""
-        cfg = FacesConfig(detector=detector, model=model, second_look=second)
-        label = f"{detector}, second look {second or 'off'}" if detector == "yunet" else detector
+    settings = [("yunet", 240), ("yunet", 0), ("none", 0)]
+    for detector, second in settings:
+        cfg = FacesConfig(detector=detector, model=args.model, second_look=second)
+        label = f"{detector}, second look {second or 'off'}" if detector == "yunet" else "centre crop"
         hits = face_hits = face_total = noface_hits = noface_total = 0
         seconds: list[float] = []
         misses = []
@@ -126,7 +138,8 @@ def main() -> None:
                      seconds[len(seconds) // 2] * 1000))
         if args.failures:
             print(f"{label} misses: {misses}", file=sys.stderr)
-    print("| detector | all cases | with faces | no face (centre kept) | median detect ms |\n"
+    print(f"{args.dir.name}, size={args.size}\n"
+          "| setting | all cases | with faces | no face (centre kept) | median detect ms |\n"
           "|---|---|---|---|---|")
     for d, h, n, fh, ft, nh, nt, ms in rows:
         print(f"| {d} | {h}/{n} ({100 * h / n:.0f}%) | {fh}/{ft} ({100 * fh / max(ft, 1):.0f}%) | "

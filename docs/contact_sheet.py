@@ -24,16 +24,14 @@ from proxy.request import PreviewOptions  # noqa: E402
 from proxy.types import Fit, Sizing  # noqa: E402
 
 CORPUS = ROOT.parent / "shared" / "corpus" / "faces"
-MODEL = ROOT.parent / "shared" / "models" / "face_detection_yunet_2023mar.onnx"
 PICKS = ["facerec_two_people.jpg", "smartcrop_500px_65131509.jpg", "smartcrop_flickr_goodtimes.jpg",
          "smartcrop_500px_23018877.jpg", "noface_moviepy_vacation_2017.jpg"]
 ROW_HEIGHT = 220
 
 
 def photos() -> list[Path]:
-    import skimage
-
-    found = [Path(skimage.__file__).parent / "data" / "astronaut.png"]
+    demo = ROOT / "proxy" / "demo_photos"
+    found = [demo / name for name in ("astronaut.jpg", "launch-day.jpg", "vezina.jpg")]
     found += [CORPUS / name for name in PICKS if (CORPUS / name).is_file()]
     return found
 
@@ -52,10 +50,10 @@ def row(path: Path, faces: FacesConfig) -> pyvips.Image:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--model", default=str(MODEL) if MODEL.is_file() else "")
+    parser.add_argument("--model", default="", help="a YuNet_n-style ONNX model (default: the shipped one)")
     parser.add_argument("--out", default=str(ROOT / "docs" / "contact-sheet.jpg"))
     args = parser.parse_args()
-    faces = FacesConfig(detector="yunet" if args.model else "haar", model=args.model)
+    faces = FacesConfig(model=args.model)
     rows = [row(p, faces) for p in photos()]
     sheet = pyvips.Image.arrayjoin(rows, across=2, shim=16, background=[255, 255, 255], halign="low")
     sheet = sheet.embed(16, 16, sheet.width + 32, sheet.height + 32, extend="white")

@@ -22,7 +22,8 @@ from aiohttp import web
 from .app import create_app
 from .config import Config, ConfigError, LibraryConfig, load_config
 from .demo import DEMO_ID, seed_demo
-from .faces import detector_name
+from .faces import FaceModelError, detector_name
+from .faces import load as load_detector
 from .nginx import render_nginx_conf
 from .origin import check_origins
 from .service import has_private
@@ -50,6 +51,11 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
     except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    try:  # here, not in each worker: a model that cannot load stops the service before it listens
+        load_detector(config.faces)
+    except FaceModelError as exc:
         print(exc, file=sys.stderr)
         return 2
     try:
@@ -164,9 +170,10 @@ def _check(args: argparse.Namespace) -> int:
     problems = asyncio.run(check_origins(config))
     detector = detector_name(config.faces)
     print(f"{config.source}: {len(config.libraries)} libraries, face detector: {detector}")
-    if detector == "haar" and config.faces.detector == "auto":
-        print("  note: no YuNet model found, so the Haar cascades are in use; for better crops set "
-              "[faces] model to face_detection_yunet_2023mar.onnx (OpenCV Zoo, models/face_detection_yunet)")
+    try:
+        load_detector(config.faces)
+    except FaceModelError as exc:
+        problems.append(str(exc))
     for problem in problems:
         print(f"  problem: {problem}")
     return 1 if problems else 0

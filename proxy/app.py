@@ -17,7 +17,7 @@ from aiohttp import web
 from .cache import DiskCache
 from .config import Config
 from .decisions import Decisions
-from .faces import detector_name, warm_up
+from .faces import warm_up
 from .keys import ACCESS_LOG, CACHE, CONFIG, DECISIONS, METRICS, ORIGINS, POOL, PREVIEWS, STORE
 from .metrics import Metrics
 from .middleware import AccessLog, make_middleware
@@ -46,7 +46,7 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
     pool = RenderPool(config.limits.workers, config.limits.queue_limit, app[METRICS])
     cache = DiskCache(config.cache.dir, config.cache.max_size, io, recheck=config.cache.version_ttl)
     await cache.start()
-    # each render thread loads its face detector before the first request, not during it
+    # the face model is loaded (once per process) and run before the first request, not during it
     await pool.on_every_thread(partial(warm_up, config.faces))
     spool = await asyncio.get_running_loop().run_in_executor(io, fresh_spool, config.cache.dir)
     origins = {lib.id: make_origin(lib.origin, config.limits, io, spool) for lib in config.libraries}
@@ -79,13 +79,8 @@ async def _resync_forever(cache: DiskCache) -> None:
 
 
 async def _warn_at_start(config: Config) -> None:
-    """Say at start what will go wrong later: an unreachable origin, no YuNet model."""
+    """Say at start what will go wrong later: an unreachable origin."""
     log = logging.getLogger("proxy")
-    name = detector_name(config.faces)
-    if name == "haar" and config.faces.detector == "auto":
-        log.warning('{"event": "no_face_model", "detector": "haar", "hint": "set [faces] model to '
-                    'face_detection_yunet_2023mar.onnx (OpenCV Zoo, models/face_detection_yunet) '
-                    'for better crops; the Haar cascades are in use"}')
     for problem in await check_origins(config):
         log.warning(json.dumps({"event": "origin_problem", "problem": problem}))
 

@@ -1,44 +1,54 @@
-"""Face detection: pixels in, face boxes with scores out. Synchronous; runs on render threads only.
+"""Face detection: where the faces are in a decoded photo. Synchronous; runs on render threads.
 
-Two detectors behind one function, ``detect``:
-- YuNet (``cv2.FaceDetectorYN``, a 230 KB ONNX model) when a model file is configured or found:
-  accurate on small, turned and partly hidden faces, a few ms on a 320 px image.
-- OpenCV's Haar cascades (frontal, then profile) from the opencv-python-headless wheel, so a bare
-  install still finds faces; slower and less sure, so it is held to stricter settings.
-Neither is safe to share between threads: each render thread builds its own instance, once.
+The detector is YuNet_n (libfacedetection.train, Apache-2.0, 74k parameters, ``proxy/models``) on
+onnxruntime: one ``InferenceSession`` per process, shared by every render thread (a session is
+thread-safe and takes any input size), one intra-op thread, so parallelism comes from the render
+threads as for libvips. The network gives raw heads per stride; ``decode`` turns them into boxes,
+and ``nms`` removes the overlaps. Candidates are capped after NMS, never before (a crowd of more
+than 50 faces keeps its faces).
+
+``find_faces`` is the whole search, and the only thing the renderers call: a first look at a view
+whose long side is ``FIRST_LOOK``; only when it keeps no face, a second look on a view whose SHORT
+side is ``[faces] second_look`` (the side a square crop keeps, so a face on a wide canvas is as large
+there as on a plain photo), long side capped at ``SECOND_LOOK_CAP``. ``decode_size`` says how large
+the renderer must decode a photo so that both looks and the output come from one decode.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+import cv2
 import numpy as np
+import pyvips
 
 from .config import FacesConfig
+from .geometry import keep_faces, scale_faces
 from .types import Face
 
 log = logging.getLogger("proxy.faces")
+cv2.setNumThreads(1)  # parallelism is the render pool's size, not OpenCV's
 
-# Where "auto" looks for a YuNet model when none is configured (the Docker image puts it in the first).
-MODEL_NAME = "face_detection_yunet_2023mar.onnx"
-MODEL_SEARCH = (Path("/opt/preview-proxy/models"), Path("models"))
-YUNET_SCORE = 0.6    # YuNet's own threshold; geometry.keep_faces applies the product's rule after it
-YUNET_NMS = 0.3
-HAAR_MIN_NEIGHBOURS = 5  # stricter than the default 3 (a false face pulls the crop); 6 loses real ones
-MAX_FACES = 50
-# Long sides of the views each detector looks at, in turn, until one finds a face; chosen with
-# bench/faces_quality.py. YuNet at 320 px finds most faces in ~5-8 ms; the faces it misses there
-# (small, turned, far from the centre) it finds on a second look at 640 px (every labelled face;
-# 94% at 480, 85% with no second look) for ~4x the time, paid only by photos with no face found
-# at 320 (``[faces] second_look``). Haar does better at 320 than at 640 (fewer false faces in
-# texture) and costs ~100 ms there, twice that at 640.
-FIRST_LOOK = 320
+MODEL_DIR = Path(__file__).parent / "models"
+MODEL_NAME = "face_detection_yunet_n_dynamic.onnx"
+# Chosen with bench/faces_quality.py on ../shared/corpus/faces and faces-dev (RESULTS.md "faces").
+FIRST_LOOK = 320        # long side of the first view
+SECOND_LOOK_CAP = 960   # the second view's long side at most (a 4:1 panorama: 960 x 240)
+# A view may be up to this much larger than the decode it is made from: a size=200 square's own
+# decode then serves the first look of most photos, and the look costs no decode of its own.
+UPSCALE = 1.25
+SCORE = 0.6             # candidates below this are dropped before NMS; geometry.keep_faces decides after
+NMS_IOU = 0.3
+MAX_FACES = 200         # after NMS
+STRIDES = (8, 16, 32)   # YuNet's heads; the input must be a multiple of the largest
+
+
+class FaceModelError(Exception):
+    """The face model cannot be loaded: the message names the file and the reason (one line)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,171 +59,183 @@ class Detection:
     failed: bool = False
 
 
-def find_model(configured: str) -> str:
-    """The YuNet model to use: the configured path, else the first one found in MODEL_SEARCH."""
-    if configured:
-        return configured
-    for folder in MODEL_SEARCH:
-        if (folder / MODEL_NAME).is_file():
-            return str(folder / MODEL_NAME)
-    return ""
+def model_path(cfg: FacesConfig) -> Path:
+    """The model file ``cfg`` selects: ``[faces] model``, else the one shipped in the package."""
+    return Path(cfg.model) if cfg.model else MODEL_DIR / MODEL_NAME
 
 
 def detector_name(cfg: FacesConfig) -> str:
-    """Which detector ``cfg`` selects on this machine: "yunet", "haar" or "none"."""
-    if cfg.detector == "auto":
-        return "yunet" if find_model(cfg.model) else "haar"
-    return cfg.detector
+    """Which detector ``cfg`` selects: "yunet" or "none"."""
+    return "none" if cfg.detector == "none" else "yunet"
 
 
-def detect_sides(cfg: FacesConfig) -> tuple[int, ...]:
-    if detector_name(cfg) == "yunet" and cfg.second_look:
-        return FIRST_LOOK, cfg.second_look
-    return (FIRST_LOOK,)
+class YuNet:
+    """YuNet_n on one onnxruntime session: RGB uint8 pixels in, faces in those pixels' coordinates out."""
 
+    def __init__(self, path: Path) -> None:
+        import onnxruntime as ort
 
-def padded_shape(width: int, height: int, sides: tuple[int, ...]) -> tuple[int, int]:
-    """The input shape YuNet runs a ``width`` x ``height`` view at: the smallest of the view
-    ``sides`` that holds it, padded (black, below and right) to a grid of a quarter of that side.
-    Every view ``faces_in`` makes then lands on one of 7 shapes per side (``grid``); a view larger
-    than every side gets a shape of its own."""
-    long_side = max(width, height)
-    side = next((s for s in sorted(sides) if s >= long_side), long_side)
-    step = max(1, side // 4)
-
-    def pad(n: int) -> int:
-        return min(side, -(-n // step) * step)
-
-    return (side, pad(height)) if width >= height else (pad(width), side)
-
-
-def grid(side: int) -> set[tuple[int, int]]:
-    """Every shape ``padded_shape`` gives for views that ``side`` holds."""
-    return {shape for short in range(1, side + 1) for shape in
-            (padded_shape(side, short, (side,)), padded_shape(short, side, (side,)))}
-
-
-class _Yunet:
-    """YuNet with one network per input shape. Changing a network's input size re-allocates it
-    (~15 ms, as much as a detection), and every photo has its own shape: so views are padded onto
-    the few shapes of ``grid`` (7 per view size), each with a network kept for the thread's life.
-    A network's first ``detect`` allocates its buffers (~2.5x the time of a later one; ~5 MiB per
-    320 px shape, ~14 MiB per 640 px one). ``warm_up`` runs every network once at start: the first
-    requests do not pay for it (+0.25x on the acceptance perf photos when the second look's were
-    left to first use), and the ~130 MiB per render thread they hold, which a library of photos
-    with and without faces reaches anyway, is there from the start rather than a surprise later."""
-
-    name = "yunet"
-
-    def __init__(self, model: str, sides: tuple[int, ...]) -> None:
-        self._model = model
-        self._sides = sides
-        self._nets: dict[tuple[int, int], Any] = {}
-
-    def _net(self, shape: tuple[int, int]) -> Any:
-        net = self._nets.get(shape)
-        if net is None:
-            import cv2
-
-            net = cv2.FaceDetectorYN.create(self._model, "", shape, YUNET_SCORE, YUNET_NMS, MAX_FACES)
-            if max(shape) <= max(self._sides):  # a grid shape; any other is used once, not kept
-                self._nets[shape] = net
-        return net
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 3  # its warnings about unused initialisers are not ours to act on
+        try:
+            self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own types for a missing, truncated or bad file
+            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            raise FaceModelError(f"[faces] model: cannot load {path}: {reason[:200]}") from None
+        names = {o.name for o in self._session.get_outputs()}
+        wanted = {f"{head}_{s}" for head in ("cls", "obj", "bbox", "kps") for s in STRIDES}
+        if not wanted <= names or len(self._session.get_inputs()) != 1:
+            raise FaceModelError(f"[faces] model: {path} is not a YuNet model with raw heads "
+                                 f"(outputs {sorted(wanted - names)[:3]} missing)")
+        self._input = self._session.get_inputs()[0].name
 
     def __call__(self, rgb: np.ndarray) -> list[Face]:
         height, width = rgb.shape[:2]
-        padded = padded_shape(width, height, self._sides)
-        bgr = np.zeros((padded[1], padded[0], 3), np.uint8)  # black below and right: no face there
-        bgr[:height, :width] = rgb[:, :, ::-1]  # YuNet wants BGR
-        _, rows = self._net(padded).detect(bgr)
-        if rows is None:
-            return []
-        return [Face(float(r[0]), float(r[1]), float(r[2]), float(r[3]), float(r[14])) for r in rows]
-
-    def warm_up(self) -> None:
-        for side in self._sides:
-            for width, height in grid(side):
-                self._net((width, height)).detect(np.zeros((height, width, 3), np.uint8))
+        step = STRIDES[-1]
+        padded_h, padded_w = -(-height // step) * step, -(-width // step) * step
+        blob = np.zeros((1, 3, padded_h, padded_w), np.float32)  # zeros below and right: no face there
+        blob[0, :, :height, :width] = rgb.transpose(2, 0, 1)[::-1]  # YuNet was trained on BGR
+        heads = dict(zip((o.name for o in self._session.get_outputs()),
+                         self._session.run(None, {self._input: blob}), strict=True))
+        faces = decode(heads, padded_w, SCORE)
+        return [f for f in nms(faces, NMS_IOU)[:MAX_FACES] if f.x < width and f.y < height]
 
 
-class _Haar:
-    name = "haar"
-
-    def __init__(self) -> None:
-        import cv2
-
-        base = cv2.data.haarcascades
-        self._frontal = cv2.CascadeClassifier(os.path.join(base, "haarcascade_frontalface_default.xml"))
-        self._profile = cv2.CascadeClassifier(os.path.join(base, "haarcascade_profileface.xml"))
-
-    def __call__(self, rgb: np.ndarray) -> list[Face]:
-        import cv2
-
-        gray = cv2.equalizeHist(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
-        smallest = max(20, min(gray.shape) // 16)
-        found: list[Face] = []
-        for cascade, flip in ((self._frontal, False), (self._profile, False), (self._profile, True)):
-            img = gray[:, ::-1] if flip else gray  # the profile cascade only knows faces turned one way
-            boxes = cascade.detectMultiScale(img, scaleFactor=1.1, minNeighbors=HAAR_MIN_NEIGHBOURS,
-                                             minSize=(smallest, smallest))
-            for x, y, w, h in boxes if len(boxes) else []:
-                left = gray.shape[1] - x - w if flip else x
-                found.append(Face(float(left), float(y), float(w), float(h), 0.9))
-            if found:  # frontal faces are the surer answer; profiles only when there is none
-                break
-        return found[:MAX_FACES]
+def decode(heads: dict[str, np.ndarray], width: int, threshold: float) -> list[Face]:
+    """Boxes from YuNet's raw heads for an input ``width`` pixels wide: one prior per cell of each
+    stride's grid, score = sqrt(cls * obj), centre offset in cells, size as log of cells."""
+    faces: list[Face] = []
+    for stride in STRIDES:
+        cols = width // stride
+        cls = np.clip(heads[f"cls_{stride}"][0, :, 0], 0.0, 1.0)
+        obj = np.clip(heads[f"obj_{stride}"][0, :, 0], 0.0, 1.0)
+        score = np.sqrt(cls * obj)
+        cells = np.flatnonzero(score >= threshold)
+        if not cells.size:
+            continue
+        box = heads[f"bbox_{stride}"][0, cells].astype(np.float64)
+        cx = (cells % cols + box[:, 0]) * stride
+        cy = (cells // cols + box[:, 1]) * stride
+        w, h = np.exp(box[:, 2]) * stride, np.exp(box[:, 3]) * stride
+        faces += [Face(float(x - bw / 2), float(y - bh / 2), float(bw), float(bh), float(s))
+                  for x, y, bw, bh, s in zip(cx, cy, w, h, score[cells], strict=True)]
+    return faces
 
 
-_local = threading.local()
+def nms(faces: list[Face], iou: float) -> list[Face]:
+    """Greedy non-maximum suppression: best score first, dropping boxes overlapping a kept one."""
+    kept: list[Face] = []
+    for face in sorted(faces, key=lambda f: -f.score):
+        if all(_iou(face, k) <= iou for k in kept):
+            kept.append(face)
+    return kept
 
 
-def _instance(cfg: FacesConfig) -> _Yunet | _Haar | None:
-    """This thread's detector for ``cfg`` (built on first use, then reused)."""
-    key = (cfg.detector, cfg.model, cfg.second_look)
-    cached = getattr(_local, "detector", None)
-    if cached is not None and cached[0] == key:
-        return cached[1]
-    import cv2
-
-    cv2.setNumThreads(1)  # parallelism comes from the render threads, not from OpenCV
-    name = detector_name(cfg)
-    instance: _Yunet | _Haar | None = None
-    if name == "yunet":
-        instance = _Yunet(find_model(cfg.model), detect_sides(cfg))
-    elif name == "haar":
-        instance = _Haar()
-    _local.detector = (key, instance)
-    return instance
+def _iou(a: Face, b: Face) -> float:
+    w = min(a.x + a.w, b.x + b.w) - max(a.x, b.x)
+    h = min(a.y + a.h, b.y + b.h) - max(a.y, b.y)
+    if w <= 0 or h <= 0:
+        return 0.0
+    inter = w * h
+    return inter / (a.w * a.h + b.w * b.h - inter)
 
 
-def warm_up(cfg: FacesConfig) -> None:
-    """Make this thread's detector ready (the model loaded, YuNet's networks built and run once):
-    at start-up, so that the first requests do not pay for it."""
-    try:
-        instance = _instance(cfg)
-        if isinstance(instance, _Yunet):
-            instance.warm_up()
-    except Exception as exc:  # a broken model: every detection will fall back to the centre (logged)
-        log.warning('{"event": "face_detector_unavailable", "detector": "%s", "error": "%s"}',
-                    cfg.detector, type(exc).__name__)
+_lock = threading.Lock()
+_detectors: dict[Path, YuNet] = {}
 
 
-def detect(rgb: np.ndarray, cfg: FacesConfig) -> Detection:
-    """Faces in an RGB uint8 image (height x width x 3), in its own pixel coordinates.
+def load(cfg: FacesConfig) -> YuNet | None:
+    """The process's detector for ``cfg`` (loaded once); None when detection is off.
+    Raises FaceModelError: call it at start-up, so a bad model stops the service there."""
+    if detector_name(cfg) == "none":
+        return None
+    path = model_path(cfg)
+    with _lock:
+        if path not in _detectors:
+            _detectors[path] = YuNet(path)
+        return _detectors[path]
+
+
+def _looks(width: int, height: int, cfg: FacesConfig) -> list[float]:
+    """The scale of each look's view of a ``width`` x ``height`` image: the second only where it
+    is larger than the first (a 4:3 photo's 320 x 240 is both)."""
+    first = FIRST_LOOK / max(width, height)
+    second = min(cfg.second_look / min(width, height), SECOND_LOOK_CAP / max(width, height))
+    return [first, second] if second > first * 1.15 else [first]
+
+
+def decode_size(width: int, height: int, output: tuple[int, int], cfg: FacesConfig) -> tuple[int, int]:
+    """The size to decode a ``width`` x ``height`` photo at (upright) for ``find_faces`` and an
+    ``output`` resize from the same pixels: the output size when the looks' views are at most
+    ``UPSCALE`` times it (a size=200 square of a 4:3 photo: 267 x 200 for a 320 x 240 view), else
+    as large as the views need. Never larger than the photo."""
+    factor = max(output[0] / width, output[1] / height, max(_looks(width, height, cfg)) / UPSCALE)
+    factor = min(1.0, factor)
+    return max(1, round(width * factor)), max(1, round(height * factor))
+
+
+def _view(rgb: np.ndarray, scale: float) -> np.ndarray:
+    """``rgb`` resized by ``scale`` for the detector (OpenCV: a few hundred microseconds where a
+    libvips call on so small an image costs milliseconds; the view's sharpness does not matter)."""
+    if abs(scale - 1.0) < 0.02:
+        return rgb
+    height, width = rgb.shape[:2]
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+
+
+def rgb_array(image: pyvips.Image) -> np.ndarray:
+    """A decoded image as a height x width x 3 RGB uint8 array (alpha flattened on white)."""
+    # each pyvips call costs as much as a small view's pixels: only the ones this image needs
+    if image.hasalpha():
+        image = image.flatten(background=[255, 255, 255])
+    if image.bands < 3:
+        image = image.colourspace("srgb")
+    if image.bands != 3:
+        image = image.extract_band(0, n=3)
+    if image.format != "uchar":
+        image = image.cast("uchar")
+    return np.ndarray(buffer=image.write_to_memory(), dtype=np.uint8, shape=(image.height, image.width, 3))
+
+
+def find_faces(image: pyvips.Image, source: tuple[int, int], cfg: FacesConfig) -> Detection:
+    """Faces in a decoded image (a photo's detection decode, a video frame, a GIF's first frame),
+    in the coordinates of the ``source`` (width, height) it was decoded from.
 
     Never raises: a failing detector gives no faces and ``failed=True`` (the crop falls back to the
-    centre; the caller logs it and counts it).
+    centre; the caller counts it and backs off).
     """
     started = time.perf_counter()
-    name = "none"
+    name = detector_name(cfg)
+    if name == "none":
+        return Detection((), name, 0.0)
+    found: list[Face] = []
     try:
-        instance = _instance(cfg)
-        if instance is None:
-            return Detection((), "none", 0.0)
-        name = instance.name
-        faces = tuple(instance(rgb))
-        return Detection(faces, name, time.perf_counter() - started)
-    except Exception as exc:  # cv2.error, a bad model file, ...: degrade, never fail the render
+        detector = load(cfg)
+        assert detector is not None
+        pixels = rgb_array(image)
+        for scale in _looks(image.width, image.height, cfg):
+            view = _view(pixels, min(scale, UPSCALE))
+            found = scale_faces(detector(view), (view.shape[1], view.shape[0]), (image.width, image.height))
+            if keep_faces(found, image.width, image.height):
+                break
+    except Exception as exc:  # onnxruntime, libvips or numpy on one odd photo: degrade, never fail
         log.warning('{"event": "face_detection_failed", "detector": "%s", "error": "%s", "crop": "centre"}',
                     name, type(exc).__name__)
         return Detection((), name, time.perf_counter() - started, failed=True)
+    faces = tuple(scale_faces(found, (image.width, image.height), source))
+    return Detection(faces, name, time.perf_counter() - started)
+
+
+def warm_up(cfg: FacesConfig) -> None:
+    """Run the detector once on each look's shape, so the first requests do not pay for
+    onnxruntime's first-run allocations."""
+    detector = load(cfg)
+    if detector is None:
+        return
+    for width, height in ((FIRST_LOOK, FIRST_LOOK * 3 // 4), (FIRST_LOOK * 3 // 2, FIRST_LOOK * 3 // 4)):
+        detector(np.zeros((height, width, 3), np.uint8))
+

@@ -13,8 +13,8 @@ import pyvips
 from .animated import is_animated, render_animated
 from .config import Config
 from .debug import render_debug
-from .faces import Detection
-from .render import Rendered, Source, faces_in, probe, render_still_faces
+from .faces import Detection, find_faces
+from .render import Rendered, Source, probe, render_still_faces
 from .request import PreviewOptions
 from .types import Face, MediaKind
 from .video import render_cover
@@ -41,7 +41,7 @@ def render(job: Job, config: Config) -> Outcome:
     detections: list[Detection] = []
 
     def detect(image: pyvips.Image) -> tuple[Face, ...]:
-        detections.append(faces_in(image, config.faces))
+        detections.append(find_faces(image, (image.width, image.height), config.faces))
         return detections[-1].faces
 
     finder = detect if job.faces is None and config.faces.detector != "none" else None

@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
-import numpy as np
 import pyvips
 
 from .config import FacesConfig, LimitsConfig, OutputConfig
 from .errors import SourceTooLarge, UnsupportedMedia
-from .faces import Detection, detect, detect_sides
+from .faces import Detection, decode_size, find_faces
 from .geometry import Plan, crop_box, keep_faces, oriented, plan, scale_faces
 from .media import CONTENT_TYPES
 from .request import PreviewOptions
-from .types import Box, Face, Fit, Sizing
+from .types import Box, Face
 
 # Loaders we serve, by libvips' own name for them; anything else (SVG, PDF, FITS, matrix, ...) is
 # refused even if the file was named like an image. Output family per loader (API section 1).
@@ -238,67 +237,19 @@ def render_still(src: Source, info: Probe, options: PreviewOptions, output: Outp
         raise UnsupportedMedia(_first_line(exc)) from None
 
 
-def rgb_array(image: pyvips.Image) -> np.ndarray:
-    """An sRGB image as a height x width x 3 uint8 array (alpha flattened on white)."""
-    if image.hasalpha():
-        image = image.flatten(background=[255, 255, 255])
-    if image.bands == 1:
-        image = image.colourspace("srgb")
-    image = image.extract_band(0, n=3).cast("uchar")
-    return np.ndarray(buffer=image.write_to_memory(), dtype=np.uint8, shape=(image.height, image.width, 3))
-
-
-def _decode_side(info: Probe, sides: tuple[int, ...]) -> int:
-    """The long side to decode for detection: the largest of ``sides``, except for JPEG, where it is
-    what libjpeg's own 1/2, 1/4 or 1/8 scaling yields at 1.4x the smallest side or more. A 12 MP JPEG
-    is then decoded at 1/8 (504 px) as for a plain thumbnail, not at 1/4 (1008 px reduced to 640):
-    the second look for faces runs at 504 px, and the decode costs no more than the render itself."""
-    long_side, low, high = max(info.width, info.height), sides[0], sides[-1]
-    if info.loader not in ("jpegload", "uhdrload") or len(sides) == 1:
-        return high
-    shrink = 1
-    while shrink < 8 and long_side / (shrink * 2) >= low * 1.4:
-        shrink *= 2
-    return max(low, min(high, -(-long_side // shrink)))
-
-
 def resize_with_faces(src: Source, info: Probe, todo: Plan, faces_cfg: FacesConfig
                       ) -> tuple[pyvips.Image, Detection]:
-    """Decode once at the largest detection size, look for faces there (smallest view first), and
-    resize to ``todo.resize`` from that same decode when it is large enough. Faces are returned in
-    source coordinates."""
-    sides = detect_sides(faces_cfg)
-    big_side = _decode_side(info, sides)
-    big_size = plan(info.width, info.height, Sizing(Fit.BOX, big_side, big_side)).resize
-    # in memory: the pixels are read by the detector(s) and again by the resize, decoded once
+    """Decode once at the size the face search needs (``faces.decode_size``, never smaller than the
+    output), find the faces there, and resize to ``todo.resize`` from that same decode. Faces are
+    returned in source coordinates."""
+    big_size = decode_size(info.width, info.height, todo.resize, faces_cfg)
+    # in memory: the pixels are read by the detector and again by the resize, decoded once
     big = thumbnail(src, info, big_size).copy_memory()
-    detection = faces_in(big, faces_cfg)
-    if big.width >= todo.resize[0] and big.height >= todo.resize[1]:
+    detection = find_faces(big, (info.width, info.height), faces_cfg)
+    image = big
+    if (big.width, big.height) != todo.resize:
         image = big.thumbnail_image(todo.resize[0], height=todo.resize[1], size="force")
-    else:  # the output is larger than the detection decode: decode again at the output size
-        image = thumbnail(src, info, todo.resize)
-    faces = scale_faces(detection.faces, (big.width, big.height), (info.width, info.height))
-    return image, replace(detection, faces=tuple(faces))
-
-
-def faces_in(image: pyvips.Image, faces_cfg: FacesConfig) -> Detection:
-    """Faces in a decoded image (a photo's detection decode, a video frame, a GIF's first frame), in
-    its own coordinates: looked for on a view of each of the detector's sizes in turn (no larger
-    than the image) until one finds a face."""
-    seconds = 0.0
-    long_side = max(image.width, image.height)
-    for side in detect_sides(faces_cfg):
-        view = image
-        if long_side > side:  # never larger than the view size: YuNet keeps a network per size
-            # a linear (triangle) reduce: the detector needs no lanczos sharpness, and the view is
-            # read once (by rgb_array), so it is not copied to memory first
-            view = image.resize(side / long_side, kernel="linear")
-        detection = detect(rgb_array(view), faces_cfg)
-        seconds += detection.seconds
-        faces = tuple(scale_faces(detection.faces, (view.width, view.height), (image.width, image.height)))
-        if view is image or keep_faces(faces, image.width, image.height) or detection.failed:
-            break
-    return replace(detection, faces=faces, seconds=seconds)
+    return image, detection
 
 
 def render_still_faces(src: Source, info: Probe, options: PreviewOptions, output: OutputConfig,

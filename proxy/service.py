@@ -52,6 +52,10 @@ NEGOTIABLE = frozenset({"jpeg", "png"})  # output families that negotiation may 
 MAX_VERSIONS = 100_000
 FACES_NS = "faces"
 FACES_TTL = 30 * 86400  # keyed by the source version: a changed photo is a new key anyway
+FAILED_NS = "faces-failed"
+# After a detection fails on a source version, its centre-crop fallback is served for this long
+# before the detector is tried on it again; doubled at each failure, up to the second figure.
+BACKOFF = (60.0, 3600.0)
 log = logging.getLogger("proxy.faces")
 
 
@@ -142,10 +146,31 @@ class Previews:
         except (TypeError, ValueError):
             return None
 
+    async def _backing_off(self, key: str) -> bool:
+        """Did the detector fail on this source version recently (so its fallback is the answer)?"""
+        try:
+            failed = await self.store.get_json(FAILED_NS, key)
+        except Exception:  # the store is down: try the detector again, as without a back-off
+            return False
+        until = failed.get("until") if isinstance(failed, dict) else None
+        return isinstance(until, float) and until > time.time()
+
+    async def _record_failure(self, key: str) -> None:
+        """Back off from this source version: ``BACKOFF[0]`` seconds, doubled at each failure."""
+        try:
+            failed = await self.store.get_json(FAILED_NS, key)
+            count = failed.get("count", 0) + 1 if isinstance(failed, dict) else 1
+            wait = min(BACKOFF[0] * 2 ** (count - 1), BACKOFF[1])
+            await self.store.set_json(FAILED_NS, key, {"count": count, "until": time.time() + wait},
+                                      2 * BACKOFF[1])
+        except Exception as exc:
+            log.warning('{"event": "face_cache_unavailable", "error": "%s"}', type(exc).__name__)
+
     async def _record_detection(self, key: str, detection: Detection) -> None:
         self.metrics.detect_seconds.labels(detection.detector).observe(detection.seconds)
-        if detection.failed:  # logged by faces.detect; not kept: the next render tries again
+        if detection.failed:  # logged by faces.find_faces; the fallback is served while backing off
             self.metrics.detect_failures.inc()
+            await self._record_failure(key)
             return
         self.metrics.faces.observe(len(detection.faces))
         rows = [[round(f.x, 1), round(f.y, 1), round(f.w, 1), round(f.h, 1), round(f.score, 3)]
@@ -248,7 +273,13 @@ class Previews:
 
     async def render(self, lib: LibraryConfig, space: str, model: RenderRequest, st: SourceStat, rel: str
                      ) -> tuple[bool, str]:
-        """``(hit, where the render is)``: made once (``DiskCache.ensure``) when it is not on disk."""
+        """``(hit, where the render is)``: made once (``DiskCache.ensure``) when it is not on disk;
+        while the detector backs off from this source version, its centre-crop fallback."""
+        if model.options.sizing.fit is Fit.SQUARE and self.detector != "none" and not await self.cache.has(rel):
+            fallback = centre_fallback(rel)
+            key = self._faces_key(lib, space, model.ref, st.version)
+            if await self._backing_off(key) and await self.cache.has(fallback):
+                return True, fallback  # no fetch, no render
         return await self.cache.ensure(rel, lambda: self._render(lib, space, model, st, rel))
 
     async def _render(self, lib: LibraryConfig, space: str, model: RenderRequest, st: SourceStat, rel: str

@@ -29,7 +29,6 @@ from proxy.keys import ACCESS_LOG
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 CORPUS = SHARED / "corpus"
-YUNET_MODEL = SHARED / "models" / "face_detection_yunet_2023mar.onnx"
 
 
 def needs_corpus() -> pytest.MarkDecorator:

@@ -15,9 +15,10 @@ VERBS = [["serve"], ["warm"], ["cache"], ["cache", "stats"], ["cache", "purge"],
          ["token"], ["token", "create"]]
 
 
-def write_cli_config(tmp_path: Path, media: Path, origin: str | None = None, detector: str = "none") -> Path:
+def write_cli_config(tmp_path: Path, media: Path, origin: str | None = None, detector: str = "none",
+                     model: str = "") -> Path:
     return write_config(tmp_path / "config.toml", config_raw(
-        tmp_path, media, faces={"detector": detector},
+        tmp_path, media, faces={"detector": detector, "model": model},
         libraries=[{"id": "lib", "origin": origin or str(media), "secret": "s"}]))
 
 
@@ -73,7 +74,11 @@ def test_cache_stats_and_purge(tmp_path: Path, media: Path, capsys: pytest.Captu
 def test_check_reports_an_unreachable_origin(tmp_path: Path, media: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check", "--config", str(write_cli_config(tmp_path, media, detector="auto"))]) == 0
-    assert "Haar cascades are in use" in capsys.readouterr().out  # no model configured: says how
+    assert "face detector: yunet" in capsys.readouterr().out  # the shipped model, loaded
+    model = tmp_path / "broken.onnx"
+    model.write_bytes(b"not a model")
+    assert main(["check", "--config", str(write_cli_config(tmp_path, media, None, "auto", str(model)))]) == 1
+    assert f"cannot load {model}" in capsys.readouterr().out
     bad = write_cli_config(tmp_path, media, origin="http://127.0.0.1:9/")
     assert main(["check", "--config", str(bad)]) == 1
     assert "http://127.0.0.1:9/ is unreachable" in capsys.readouterr().out
@@ -97,7 +102,7 @@ def test_nginx_conf_prints_a_config(tmp_path: Path, media: Path, capsys: pytest.
     assert main(["nginx-conf", "--config", str(config), "--listen", "nonsense"]) == 2
 
 
-async def test_start_up_warns_of_an_unreachable_origin_and_a_missing_model(
+async def test_start_up_warns_of_an_unreachable_origin(
         aiohttp_client, make_config, caplog: pytest.LogCaptureFixture) -> None:
     import asyncio
 
@@ -112,7 +117,6 @@ async def test_start_up_warns_of_an_unreachable_origin_and_a_missing_model(
             break
         await asyncio.sleep(0.05)
     assert "http://127.0.0.1:9/ is unreachable" in caplog.text
-    assert "no_face_model" in caplog.text and "face_detection_yunet_2023mar.onnx" in caplog.text
 
 
 def test_token_create_asks_the_running_service(tmp_path: Path, media: Path,

@@ -1,32 +1,39 @@
-"""Face-aware ``size=S`` through the real app, with the real detectors, on real photos.
+"""Face-aware ``size=S`` through the real app, with the shipped YuNet model, on real photos.
 
-Bare clone: scikit-image's astronaut (Haar, bundled with OpenCV) pushed to the ends of a wider or
-taller canvas, so a centre crop would miss her face. With ../shared: YuNet and the corpus photos.
+Bare clone: scikit-image's astronaut pushed to the ends of a canvas twice as wide or tall, so a
+centre crop would miss her face; a crowd built from her portrait. With ../shared: corpus photos.
 """
 
 from __future__ import annotations
 
+import math
+import os
 import re
+import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import pyvips
-from conftest import CORPUS, YUNET_MODEL, astronaut, needs_corpus, preview
+from conftest import CORPUS, astronaut, needs_corpus, preview
 
+from proxy import faces as faces_module
+from proxy import service
 from proxy.app import create_app
+from proxy.config import FacesConfig
+from proxy.types import Face
 
 # The astronaut's face as a person would draw it on the 512 x 512 original (forehead to chin).
 FACE = (180, 70, 80, 100)
 PLACEMENTS = ("right", "left", "bottom", "top")
-# how much longer than the photo the canvas is: Haar looks at a 320 px view, where her face must keep
-# ~35 px; YuNet finds it at half that
-STRETCH = {"haar": 1.5, "yunet": 2.15}
-needs_yunet = pytest.mark.skipif(not YUNET_MODEL.is_file(), reason="../shared/models not present")
+SHIPPED = faces_module.MODEL_DIR / faces_module.MODEL_NAME
 
 
-def place(folder: Path, where: str, stretch: float = 1.5
+def place(folder: Path, where: str, stretch: float = 2.0
           ) -> tuple[str, tuple[int, int, int, int], tuple[int, int]]:
     """The astronaut at one end of a grey canvas ``stretch`` times her size; her face box moved too."""
     long = round(512 * stretch)
@@ -62,18 +69,17 @@ def contains(left: int, top: int, side: int, box: tuple[int, int, int, int], sla
             and y + h <= top + side + slack)
 
 
-async def app_client(aiohttp_client: Any, make_config: Any, detector: str, **faces: Any) -> Any:
-    model = str(YUNET_MODEL) if detector == "yunet" else ""
-    config = make_config(faces={"detector": detector, "model": model, **faces})
+async def app_client(aiohttp_client: Any, make_config: Any, cache: dict[str, Any] | None = None,
+                     **faces: Any) -> Any:
+    config = make_config(faces={"detector": "auto", **faces}, cache=cache or {})
     return await aiohttp_client(create_app(config))
 
 
-@pytest.mark.parametrize("detector", ["haar", pytest.param("yunet", marks=needs_yunet)])
 @pytest.mark.parametrize("where", PLACEMENTS)
-async def test_the_crop_keeps_the_face(aiohttp_client: Any, make_config: Any, media: Path, detector: str,
+async def test_the_crop_keeps_the_face(aiohttp_client: Any, make_config: Any, media: Path,
                                        where: str) -> None:
-    name, face, _ = place(media, where, STRETCH[detector])
-    client = await app_client(aiohttp_client, make_config, detector)
+    name, face, _ = place(media, where)  # 1024 x 512 or 512 x 1024: a centre crop misses her face
+    client = await app_client(aiohttp_client, make_config)
     render = await preview(client, name, "size=128")
     assert (render.width, render.height) == (128, 128)
     left, top = locate(render, pyvips.Image.new_from_file(str(media / name)))
@@ -86,7 +92,7 @@ async def test_no_face_gives_the_centre_crop(aiohttp_client: Any, make_config: A
     rocket = pyvips.Image.new_from_file(str(Path(skimage.__file__).parent / "data" / "rocket.jpg"))
     wide = rocket.embed(0, 0, rocket.width * 2, rocket.height, extend="mirror")  # no face anywhere
     wide.jpegsave(str(media / "noface.jpg"), Q=92)
-    client = await app_client(aiohttp_client, make_config, "haar")
+    client = await app_client(aiohttp_client, make_config)
     render = await preview(client, "noface.jpg", "size=100")
     left, top = locate(render, wide)
     side = min(wide.width, wide.height)
@@ -96,46 +102,71 @@ async def test_no_face_gives_the_centre_crop(aiohttp_client: Any, make_config: A
 async def test_a_second_size_does_not_detect_again(aiohttp_client: Any, make_config: Any,
                                                    media: Path) -> None:
     name, _, _ = place(media, "right")
-    client = await app_client(aiohttp_client, make_config, "haar")
+    client = await app_client(aiohttp_client, make_config)
     for size in (100, 200, 64):
         await preview(client, name, f"size={size}")
     text = await (await client.get("/metrics")).text()
-    assert re.search(r'preview_face_detect_seconds_count\{detector="haar"\} 1\.0', text), text[-2000:]
+    assert re.search(r'preview_face_detect_seconds_count\{detector="yunet"\} 1\.0', text), text[-2000:]
     assert re.search(r"preview_render_seconds_count\{kind=\"image\"\} 3\.0", text)
 
 
 async def test_scale_and_width_never_crop_or_detect(aiohttp_client: Any, make_config: Any,
                                                     media: Path) -> None:
     name, _, (width, height) = place(media, "right")
-    client = await app_client(aiohttp_client, make_config, "haar")
+    client = await app_client(aiohttp_client, make_config)
     render = await preview(client, name, "width_size=550")
     assert (render.width, render.height) == (550, round(height * 550 / width))
     text = await (await client.get("/metrics")).text()
     assert not re.search(r"preview_face_detect_seconds_count\{[^}]*\} [1-9]", text)
 
 
-async def test_a_failing_detector_falls_back_to_the_centre(aiohttp_client: Any, make_config: Any,
-                                                           media: Path, tmp_path: Path) -> None:
-    bad_model = tmp_path / "broken.onnx"
-    bad_model.write_bytes(b"this is not an ONNX model")
-    name, _, (width, height) = place(media, "right")
-    # version_ttl 0: no micro-cached 302, so the second request below is decided afresh
-    config = make_config(faces={"detector": "yunet", "model": str(bad_model)}, cache={"version_ttl": 0})
-    client = await aiohttp_client(create_app(config))
-    render = await preview(client, name, "size=128")
-    left, _ = locate(render, pyvips.Image.new_from_file(str(media / name)))
-    assert abs(left - (width - height) // 2) <= 8  # the centre, and still a 302
+class Clock:
+    """``time.time`` for the service module, moved on by the test instead of by sleeping."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def time(self) -> float:
+        return self.now
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+
+async def test_a_failing_detection_backs_off_to_the_centre(aiohttp_client: Any, make_config: Any, media: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """onnxruntime failing on one photo (it cannot be made to fail for real with a model that
+    loads): the centre crop is served, and for the back-off the source is neither fetched nor
+    rendered again; after it, the detector is tried again."""
+    name, face, (width, height) = place(media, "right")
+    clock = Clock()
+    monkeypatch.setattr(service, "time", clock)
+    real_call = faces_module.YuNet.__call__
+
+    def broken(self: faces_module.YuNet, rgb: np.ndarray) -> list[Face]:
+        raise RuntimeError("onnxruntime: bad input")
+
+    # version_ttl 0: no micro-cached 302, so every request below is decided afresh
+    client = await app_client(aiohttp_client, make_config, cache={"version_ttl": 0})
+    monkeypatch.setattr(faces_module.YuNet, "__call__", broken)  # after the warm-up at start
+    source = pyvips.Image.new_from_file(str(media / name))
+    for _ in range(3):
+        left, _ = locate(await preview(client, name, "size=128"), source)
+        assert abs(left - (width - height) // 2) <= 8  # the centre, and still a 302
     text = await (await client.get("/metrics")).text()
     assert re.search(r"preview_face_detect_failures_total 1\.0", text)
-    # the fallback is not kept as the answer: the next request tries the detector again
-    render = await preview(client, name, "size=128")
+    assert re.search(r'preview_render_seconds_count\{kind="image"\} 1\.0', text)  # rendered once
+    monkeypatch.setattr(faces_module.YuNet, "__call__", real_call)  # the detector works again
+    clock.now += service.BACKOFF[0] + 1
+    left, top = locate(await preview(client, name, "size=128"), source)
+    assert contains(left, top, 512, face), (left, top)
     text = await (await client.get("/metrics")).text()
-    assert re.search(r"preview_face_detect_failures_total 2\.0", text)
+    assert re.search(r'preview_render_seconds_count\{kind="image"\} 2\.0', text)
 
 
 async def test_the_debug_view_is_off_by_default(aiohttp_client: Any, make_config: Any, media: Path) -> None:
     name, _, _ = place(media, "right")
-    client = await app_client(aiohttp_client, make_config, "haar")
+    client = await app_client(aiohttp_client, make_config)
     render = await preview(client, name, "size=128&debug=faces")
     assert (render.width, render.height) == (128, 128)  # an ordinary preview
 
@@ -143,7 +174,7 @@ async def test_the_debug_view_is_off_by_default(aiohttp_client: Any, make_config
 async def test_the_debug_view_draws_faces_and_the_crop(aiohttp_client: Any, make_config: Any,
                                                        media: Path) -> None:
     name, face, (width, _) = place(media, "right")
-    client = await app_client(aiohttp_client, make_config, "haar", debug=True)
+    client = await app_client(aiohttp_client, make_config, debug=True)
     view = await preview(client, name, "size=128&debug=faces")
     assert max(view.width, view.height) == min(1024, width) and view.get("test-content-type") == "image/jpeg"
     pixels = np.ndarray(buffer=view.write_to_memory(), dtype=np.uint8, shape=(view.height, view.width, 3))
@@ -157,7 +188,6 @@ async def test_the_debug_view_draws_faces_and_the_crop(aiohttp_client: Any, make
 
 
 @needs_corpus()
-@needs_yunet
 @pytest.mark.parametrize(("name", "box"), [
     ("facerec_two_people.jpg", (750, 40, 140, 190)),        # the larger of two faces cannot both fit
     ("smartcrop_500px_65131509.jpg", (230, 110, 120, 170)),  # a small face near the top of a tall frame
@@ -166,7 +196,7 @@ async def test_the_debug_view_draws_faces_and_the_crop(aiohttp_client: Any, make
 async def test_yunet_on_corpus_photos(aiohttp_client: Any, make_config: Any, media: Path, name: str,
                                       box: tuple[int, int, int, int]) -> None:
     (media / name).write_bytes((CORPUS / "faces" / name).read_bytes())
-    client = await app_client(aiohttp_client, make_config, "yunet")
+    client = await app_client(aiohttp_client, make_config)
     render = await preview(client, name, "size=160")
     source = pyvips.Image.new_from_file(str(media / name))
     left, top = locate(render, source)
@@ -176,7 +206,7 @@ async def test_yunet_on_corpus_photos(aiohttp_client: Any, make_config: Any, med
 async def test_detections_outlive_a_restart_with_the_redis_store(aiohttp_client: Any, make_config: Any,
                                                                  media: Path, redis_url: str) -> None:
     name, _, _ = place(media, "right")
-    config = make_config(faces={"detector": "haar"}, store={"url": redis_url})
+    config = make_config(faces={"detector": "auto"}, store={"url": redis_url})
     first = await aiohttp_client(create_app(config))
     await preview(first, name, "size=100")
     await first.close()
@@ -187,34 +217,108 @@ async def test_detections_outlive_a_restart_with_the_redis_store(aiohttp_client:
     assert not re.search(r"preview_face_detect_seconds_count\{[^}]*\} [1-9]", text)
 
 
-@pytest.mark.parametrize("width", [1, 40, 128, 200, 319, 320, 321, 379, 504, 640])
-@pytest.mark.parametrize("height", [1, 75, 160, 241, 320, 321, 378, 480, 640])
-def test_every_view_lands_on_a_shape_of_its_size(width: int, height: int) -> None:
-    from proxy.faces import grid, padded_shape
-
-    shape = padded_shape(width, height, (320, 640))
-    assert shape in (grid(320) if max(width, height) <= 320 else grid(640))
-    assert len(grid(320)) == len(grid(640)) == 7
-    assert shape[0] >= width and shape[1] >= height  # the whole view is looked at
-    # padded along the short side, never turned
-    assert shape[0] >= shape[1] if width >= height else shape[1] >= shape[0]
+# ---- the detector itself -------------------------------------------------------------------------
 
 
-@needs_yunet
-def test_yunet_keeps_one_network_per_grid_shape() -> None:
-    from proxy.faces import _Yunet, grid
+def heads(width: int, height: int, cells: dict[tuple[int, int, int], tuple[float, ...]]
+          ) -> dict[str, np.ndarray]:
+    """YuNet's raw outputs for a ``width`` x ``height`` input, all empty (score 0) but ``cells``:
+    (stride, row, col) -> (score, dx, dy, log w, log h) in cells."""
+    out: dict[str, np.ndarray] = {}
+    for stride in (8, 16, 32):
+        n = (width // stride) * (height // stride)
+        out[f"cls_{stride}"] = np.zeros((1, n, 1), np.float32)
+        out[f"obj_{stride}"] = np.zeros((1, n, 1), np.float32)
+        out[f"bbox_{stride}"] = np.zeros((1, n, 4), np.float32)
+        out[f"kps_{stride}"] = np.zeros((1, n, 10), np.float32)
+    for (stride, row, col), (score, dx, dy, lw, lh) in cells.items():
+        i = row * (width // stride) + col
+        out[f"cls_{stride}"][0, i, 0] = out[f"obj_{stride}"][0, i, 0] = score  # sqrt(s * s) = s
+        out[f"bbox_{stride}"][0, i] = (dx, dy, lw, lh)
+    return out
 
-    yunet = _Yunet(str(YUNET_MODEL), (320, 640))
-    yunet.warm_up()
-    shapes = grid(320) | grid(640)
-    assert set(yunet._nets) == shapes
-    for width in range(330, 800, 60):  # views of every size: no new network is kept
-        yunet(np.zeros((300, width, 3), np.uint8))
-    assert set(yunet._nets) == shapes
-    # a small photo runs on a padded grid shape: the face is still found where it is
-    small = astronaut().resize(200 / 512)
-    rgb = np.ndarray(buffer=small.write_to_memory(), dtype=np.uint8, shape=(200, 200, 3))
-    faces = yunet(rgb)
-    x, y, w, h = (v * 200 / 512 for v in FACE)
-    assert any(abs(f.x + f.w / 2 - (x + w / 2)) < w / 3 and abs(f.y + f.h / 2 - (y + h / 2)) < h / 3
-               for f in faces)
+
+def test_decode_places_boxes_by_stride_cell_and_offset() -> None:
+    raw = heads(64, 96, {(8, 2, 3): (0.9, 0.5, 0.5, math.log(2), math.log(3)),
+                         (32, 1, 1): (0.7, 0.0, 0.25, 0.0, math.log(0.5)),
+                         (16, 0, 0): (0.5, 0.0, 0.0, 0.0, 0.0)})  # under the threshold
+    found = sorted(faces_module.decode(raw, 64, 0.6), key=lambda f: -f.score)
+    # stride 8, cell (row 2, col 3): centre (3.5, 2.5) cells = (28, 20) px, 2 x 3 cells = 16 x 24 px
+    assert [round(v, 3) for v in (found[0].x, found[0].y, found[0].w, found[0].h)] == [20, 8, 16, 24]
+    # stride 32, cell (1, 1): centre (32, 40) px, 32 x 16 px
+    assert [round(v, 3) for v in (found[1].x, found[1].y, found[1].w, found[1].h)] == [16, 32, 32, 16]
+    assert len(found) == 2 and found[0].score == pytest.approx(0.9)
+
+
+def test_nms_keeps_the_best_of_overlapping_boxes_and_every_separate_one() -> None:
+    a, b = Face(10, 10, 40, 40, 0.9), Face(14, 12, 40, 40, 0.8)  # IoU ~0.75: one face
+    c = Face(100, 10, 40, 40, 0.7)  # elsewhere
+    d = Face(30, 10, 40, 40, 0.95)  # IoU 0.33 with a and 0.40 with b, over 0.3: drops both
+    assert faces_module.nms([a, b, c], 0.3) == [a, c]
+    assert faces_module.nms([c, b, a, d], 0.3) == [d, c]
+
+
+def crowd(tiles: int, tile: int) -> np.ndarray:
+    """A ``tiles`` x ``tiles`` collage of the astronaut's portrait, ``tile`` px each, as RGB."""
+    one = astronaut().resize(tile / 512)
+    row = pyvips.Image.arrayjoin([one] * tiles * tiles, across=tiles)
+    return np.ndarray(buffer=row.write_to_memory(), dtype=np.uint8, shape=(row.height, row.width, 3))
+
+
+def test_a_crowd_of_more_than_fifty_keeps_its_faces() -> None:
+    detector = faces_module.load(FacesConfig())
+    assert detector is not None
+    found = detector(crowd(8, 128))  # 64 faces of ~20 x 25 px
+    centres = {(int((f.x + f.w / 2) // 128), int((f.y + f.h / 2) // 128)) for f in found if f.score >= 0.6}
+    assert len(centres) >= 60, len(centres)  # one face per tile, the cap is after NMS
+
+
+def test_the_model_ships_with_its_licence() -> None:
+    assert SHIPPED.is_file() and SHIPPED.stat().st_size > 100_000
+    assert "Apache License" in (faces_module.MODEL_DIR / "LICENSE-yunet_n.txt").read_text()
+    assert faces_module.model_path(FacesConfig()) == SHIPPED
+
+
+@pytest.mark.parametrize("content", [b"", b"this is not an ONNX model", "half"])
+def test_a_model_that_cannot_load_is_named_in_one_line(tmp_path: Path, content: bytes | str) -> None:
+    path = tmp_path / "model.onnx"
+    path.write_bytes(SHIPPED.read_bytes()[: SHIPPED.stat().st_size // 2] if content == "half" else content)
+    with pytest.raises(faces_module.FaceModelError) as caught:
+        faces_module.YuNet(path)
+    assert str(path) in str(caught.value) and "\n" not in str(caught.value)
+
+
+def serve(config: Path, prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    command = [*prefix, sys.executable, "-m", "proxy", "serve", "--config", str(config), "--port", "0"]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).resolve().parent.parent)
+
+
+def write_config(folder: Path, model: Path) -> Path:
+    config = folder / "c.toml"
+    config.write_text(f'[cache]\ndir = "{folder / "cache"}"\n[faces]\nmodel = "{model}"\n'
+                      f'[[libraries]]\nid = "lib"\norigin = "{folder}"\nsecret = "x"\n')
+    return config
+
+
+def test_serve_stops_on_a_truncated_model_with_one_line(tmp_path: Path) -> None:
+    model = tmp_path / "model.onnx"
+    model.write_bytes(SHIPPED.read_bytes()[:1000])
+    started = time.monotonic()
+    done = serve(write_config(tmp_path, model))
+    assert done.returncode != 0 and time.monotonic() - started < 30
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(model) in lines[0] and "Traceback" not in done.stderr, done.stderr
+
+
+@pytest.mark.skipif(not shutil.which("setpriv"), reason="util-linux setpriv not installed")
+def test_serve_stops_on_a_model_it_cannot_read(tmp_path: Path) -> None:
+    """What the old Docker image did (a model the service's user may not read): the service, without
+    the capability to read past file modes, refuses to start, naming the file."""
+    model = tmp_path / "model.onnx"
+    model.write_bytes(SHIPPED.read_bytes())
+    model.chmod(0)
+    no_override = ("setpriv", "--bounding-set=-dac_override,-dac_read_search", "--")
+    done = serve(write_config(tmp_path, model), no_override if os.geteuid() == 0 else ())
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode != 0 and len(lines) == 1 and str(model) in lines[0], done.stderr

@@ -17,7 +17,7 @@ from nginx_helpers import CHROMIUM, Service, chromium, get
 def _config(tmp_path: Path, gallery: bool) -> Path:
     media = write_media(tmp_path / "media")
     return write_config(tmp_path / "config.toml", config_raw(
-        tmp_path, media, server={"gallery": gallery}, faces={"detector": "haar", "debug": True},
+        tmp_path, media, server={"gallery": gallery}, faces={"detector": "auto", "debug": True},
         libraries=[{"id": "demo", "origin": str(media), "secret": "s"}]))
 
 
