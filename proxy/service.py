@@ -275,7 +275,8 @@ class Previews:
                      ) -> tuple[bool, str]:
         """``(hit, where the render is)``: made once (``DiskCache.ensure``) when it is not on disk;
         while the detector backs off from this source version, its centre-crop fallback."""
-        if model.options.sizing.fit is Fit.SQUARE and self.detector != "none" and not await self.cache.has(rel):
+        square = model.options.sizing.fit is Fit.SQUARE and self.detector != "none"
+        if square and not await self.cache.has(rel):
             fallback = centre_fallback(rel)
             key = self._faces_key(lib, space, model.ref, st.version)
             if await self._backing_off(key) and await self.cache.has(fallback):
