@@ -17,8 +17,9 @@ from aiohttp import web
 from .cache import DiskCache
 from .config import Config
 from .decisions import Decisions
+from .evict import Evictor
 from .faces import warm_up
-from .keys import ACCESS_LOG, CACHE, CONFIG, DECISIONS, METRICS, ORIGINS, POOL, PREVIEWS, STORE
+from .keys import ACCESS_LOG, CACHE, CONFIG, DECISIONS, EVICTOR, METRICS, ORIGINS, POOL, PREVIEWS, STORE
 from .metrics import Metrics
 from .middleware import AccessLog, make_middleware
 from .origin import check_origins, fresh_spool, make_origin
@@ -36,7 +37,6 @@ from .store import open_store
 # File-system metadata (stat, rename, unlink) gets its own few threads: a stat on the hot path must
 # not wait behind a queue of renders in the render pool.
 IO_THREADS = 4
-RESYNC_EVERY = 60.0  # seconds between re-reads of the cache folder
 
 
 async def _state(app: web.Application) -> AsyncIterator[None]:
@@ -54,11 +54,13 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
     app[STORE] = open_store(config.store.url)
     app[PREVIEWS] = Previews(config, origins, cache, pool, app[METRICS], app[STORE])
     app[DECISIONS] = Decisions(config.cache.version_ttl)
-    cache.on_evict.append(app[DECISIONS].clear)
-    resync = asyncio.create_task(_resync_forever(cache))
+    app[EVICTOR] = evictor = Evictor(config.cache.dir, config.cache.max_size, io, config.cache.version_ttl,
+                                     config.cache.evict_grace)
+    cache.on_write = evictor.nudge
+    evicting = asyncio.create_task(evictor.run())  # one process per folder sweeps: the lock's holder
     checks = asyncio.create_task(_warn_at_start(config))
     yield
-    resync.cancel()
+    evicting.cancel()
     checks.cancel()
     for origin in origins.values():
         await origin.close()
@@ -66,16 +68,7 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
     # finish in-flight renders (SIGTERM): the pool is drained, not cancelled
     pool.shutdown()
     io.shutdown(wait=True)
-
-
-async def _resync_forever(cache: DiskCache) -> None:
-    """Other workers' renders and deletions behind our back reach the index (and the size bound)."""
-    while True:
-        await asyncio.sleep(RESYNC_EVERY)
-        try:
-            await cache.resync()
-        except OSError as exc:  # a full or vanished disk must not end the loop
-            logging.getLogger("proxy.cache").warning('{"event": "cache_resync_failed", "error": "%s"}', exc)
+    evictor.close()
 
 
 async def _warn_at_start(config: Config) -> None:

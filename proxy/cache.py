@@ -1,10 +1,11 @@
-"""The disk cache of renders: keys, sharded paths, atomic writes, a size bound, render-once.
+"""The disk cache of renders: keys, sharded paths, atomic writes, render-once.
 
 A render's file name derives from its key only: ``ab/cd/<key>.<ext>`` under ``cache.dir``. Files are
 written to a temporary name in the same folder and renamed into place (``os.replace``), so a reader
 (this process, another worker, nginx) sees a whole file or none. Temporary files left by a crash are
 removed at start. The in-memory index keeps the hot path off the disk: a hit is a dict lookup,
 re-checked against the disk once per ``version_ttl`` so that deleting the folder is always safe.
+The size bound is kept by one evictor per folder (``evict.py``), not here.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -37,133 +37,74 @@ def cache_key(*parts: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:40]
 
 
-@dataclass(slots=True)
-class _Entry:
-    size: int
-    checked: float  # time.monotonic() when the file was last seen on disk
+MAX_INDEX = 200_000  # renders remembered as present; beyond, the least recently used are forgotten
 
 
 class DiskCache:
-    """Renders on disk, bounded by ``max_size`` bytes, least recently used evicted first."""
+    """Renders on disk. Presence is answered from memory for ``recheck`` seconds after the file was
+    last seen; each look at the disk also sets the file's access time to now, its recency
+    for the one evictor of the folder (``evict.py``). This process never deletes a render: so
+    another worker's render is never evicted behind its back by a second, partial view of the disk.
+    """
 
     def __init__(self, root: Path, max_size: int, io: Executor, recheck: float = 5.0) -> None:
         self.root = root
         self.max_size = max_size
         self.io = io
         self.recheck = recheck
-        self._index: OrderedDict[str, _Entry] = OrderedDict()
-        self._bytes = 0
+        self._index: OrderedDict[str, float] = OrderedDict()  # rel -> monotonic time last seen on disk
         self._flights: dict[str, asyncio.Task[object]] = {}
-        self.evicted = 0
-        self.on_evict: list[Callable[[], None]] = []  # e.g. the micro-cache of public 302s
-        self._evicting: set[str] = set()  # out of the index, not yet unlinked
-
-    @property
-    def bytes(self) -> int:
-        return self._bytes
-
-    @property
-    def files(self) -> int:
-        return len(self._index)
+        self.on_write: Callable[[], None] | None = None  # the folder's evictor (``evict.py``)
 
     def path(self, rel: str) -> Path:
         return self.root / rel
 
     # ---- start-up -------------------------------------------------------------------------------
 
-    def _scan(self) -> list[tuple[float, str, int]]:
-        """Remove temporary files a crash left; list the renders as (mtime, rel, size)."""
-        found = []
+    def _clean(self) -> None:
+        """Remove the temporary files a crash left."""
         self.root.mkdir(parents=True, exist_ok=True)
         for dirpath, dirs, names in os.walk(self.root):
-            dirs[:] = [d for d in dirs if not d.startswith(".")]  # .locks
+            dirs[:] = [d for d in dirs if not d.startswith(".")]  # .locks, .spool
             for name in names:
                 full = os.path.join(dirpath, name)
-                if name.startswith(TMP_PREFIX):
-                    if _abandoned(name, full):
-                        with contextlib.suppress(OSError):
-                            os.unlink(full)
-                    continue
-                with contextlib.suppress(OSError):
-                    st = os.stat(full)
-                    found.append((st.st_mtime, os.path.relpath(full, self.root), st.st_size))
-        found.sort()
-        return found
+                if name.startswith(TMP_PREFIX) and _abandoned(name, full):
+                    with contextlib.suppress(OSError):
+                        os.unlink(full)
 
     async def start(self) -> None:
-        found = await asyncio.get_running_loop().run_in_executor(self.io, self._scan)
-        now = time.monotonic()
-        for _mtime, rel, size in found:
-            self._add(rel, size, now)
-        await self._evict()
-
-    async def resync(self) -> None:
-        """Make the index the disk's truth again: other workers' renders join it (oldest first, as
-        least recently used), files deleted behind our back leave it; then evict over the bound.
-        With several workers on one folder this is what keeps the folder near ``max_size``."""
-        known = list(self._index.items())
-        # the scan and the new index are built off the loop: a full cache holds ~10^5 files
-        index, total, gone = await asyncio.get_running_loop().run_in_executor(self.io, self._rebuilt, known)
-        before = {rel for rel, _ in known}
-        for rel, entry in self._index.items():  # written while we scanned: keep them too
-            if rel not in before and rel not in index:
-                index[rel] = entry
-                total += entry.size
-        self._index, self._bytes = index, total
-        if gone:  # files went behind our back
-            for listener in self.on_evict:
-                listener()
-        await self._evict()
-
-    def _rebuilt(self, known: list[tuple[str, _Entry]]) -> tuple[OrderedDict[str, _Entry], int, bool]:
-        found = self._scan()
-        now = time.monotonic()
-        ours = dict(known)
-        index: OrderedDict[str, _Entry] = OrderedDict()
-        for _mtime, rel, size in found:
-            if rel not in ours:
-                index[rel] = _Entry(size, now)
-        on_disk = {rel for _m, rel, _s in found}
-        for rel, entry in known:  # ours keep their recency order, after the strangers
-            if rel in on_disk:
-                index[rel] = entry
-        total = sum(entry.size for entry in index.values())
-        return index, total, any(rel not in on_disk for rel, _ in known)
+        await asyncio.get_running_loop().run_in_executor(self.io, self._clean)
 
     # ---- lookups ---------------------------------------------------------------------------------
 
-    def _add(self, rel: str, size: int, now: float) -> None:
-        old = self._index.pop(rel, None)
-        if old:
-            self._bytes -= old.size
-        self._index[rel] = _Entry(size, now)
-        self._bytes += size
+    def _seen(self, rel: str, now: float) -> None:
+        self._index[rel] = now
+        self._index.move_to_end(rel)
+        if len(self._index) > MAX_INDEX:
+            self._index.popitem(last=False)
 
     def forget(self, rel: str) -> None:
         """Drop ``rel`` from the index (it is known to be gone from the disk)."""
-        old = self._index.pop(rel, None)
-        if old:
-            self._bytes -= old.size
+        self._index.pop(rel, None)
 
     def touch(self, rel: str) -> None:
-        """Mark a render as just used (least recently used go first)."""
+        """A render just answered from elsewhere in memory (the 302 micro-cache): keep it indexed."""
         if rel in self._index:
             self._index.move_to_end(rel)
 
     async def has(self, rel: str) -> bool:
-        """Is the render on disk? Answers from memory, re-checking the disk now and then."""
-        if rel in self._evicting:  # being deleted: a stat would still find it
-            return False
-        entry = self._index.get(rel)
+        """Is the render on disk? From memory within ``recheck`` seconds of the last look; a look at
+        the disk marks the file as used now (its atime), so the evictor spares it for its grace
+        period, which is longer than any answer given from memory since (``evict.grace``)."""
+        seen = self._index.get(rel)
         now = time.monotonic()
-        if entry is not None and now - entry.checked < self.recheck:
+        if seen is not None and now - seen < self.recheck:
             self._index.move_to_end(rel)
             return True
-        size = await asyncio.get_running_loop().run_in_executor(self.io, _size_or_none, self.root / rel)
-        if size is None:
+        if not await asyncio.get_running_loop().run_in_executor(self.io, _used_now, self.root / rel):
             self.forget(rel)
             return False
-        self._add(rel, size, now)  # written by another worker, or still there after the re-check
+        self._seen(rel, now)
         return True
 
     # ---- writes ----------------------------------------------------------------------------------
@@ -182,32 +123,11 @@ class DiskCache:
             raise
 
     async def put(self, rel: str, data: bytes) -> None:
-        """Write a render atomically, then evict least recently used renders over the bound."""
-        while rel in self._evicting:  # an unlink of the old copy is under way: write after it
-            await asyncio.sleep(0.01)
+        """Write a render atomically (the evictor keeps the folder's size: ``evict.py``)."""
         await asyncio.get_running_loop().run_in_executor(self.io, self._write, rel, data)
-        self._add(rel, len(data), time.monotonic())
-        await self._evict()
-
-    async def _evict(self) -> None:
-        if self._bytes <= self.max_size:
-            return
-        victims = []
-        target = int(self.max_size * 0.9)  # evict in batches, not one file per write at the bound
-        # never the most recent render (the one just written): its 302 is on its way to a client
-        while self._bytes > target and len(self._index) > 1:
-            rel, entry = self._index.popitem(last=False)
-            self._bytes -= entry.size
-            victims.append(rel)
-        self.evicted += len(victims)
-        self._evicting.update(victims)
-        for listener in self.on_evict:
-            listener()
-        try:
-            await asyncio.get_running_loop().run_in_executor(self.io, _unlink_all,
-                                                             [self.root / rel for rel in victims])
-        finally:
-            self._evicting.difference_update(victims)
+        self._seen(rel, time.monotonic())
+        if self.on_write is not None:
+            self.on_write()
 
     # ---- render once -----------------------------------------------------------------------------
 
@@ -275,17 +195,14 @@ def _abandoned(name: str, full: str) -> bool:
         return False
 
 
-def _size_or_none(path: Path) -> int | None:
+def _used_now(path: Path) -> bool:
+    """Mark the file as used now; False when it is not there. The access time is the mark (the
+    modification time stays, and with it nginx's ETag and Last-Modified)."""
     try:
-        return path.stat().st_size
+        os.utime(path, ns=(time.time_ns(), os.stat(path).st_mtime_ns))
+        return True
     except OSError:
-        return None
-
-
-def _unlink_all(paths: list[Path]) -> None:
-    for p in paths:
-        with contextlib.suppress(OSError):
-            p.unlink()
+        return False
 
 
 class FileLock:

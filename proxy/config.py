@@ -47,6 +47,7 @@ class CacheConfig:
     sign_secret: Secret = field(default_factory=lambda: Secret(""))
     sign_ttl: int = 3600
     version_ttl: float = 5.0  # seconds a source's version (and a render's presence) is trusted unchecked
+    evict_grace: float = 10.0  # seconds past 2 x version_ttl that a just-used render is never evicted
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +252,8 @@ def _check_ranges(cfg: dict[str, Any], problems: list[str]) -> None:
     for key in ("max_source_bytes", "max_source_pixels", "max_frames", "origin_timeout", "queue_limit"):
         if getattr(limits, key) <= 0:
             problems.append(f"[limits] {key}: must be positive")
+    if cache.evict_grace < 0:
+        problems.append("[cache] evict_grace: must be 0 or more seconds")
     if limits.render_deadline < 0:
         problems.append("[limits] render_deadline: must be 0 (none) or more seconds")
     if limits.render_concurrency < 0:

@@ -7,6 +7,7 @@ from aiohttp import web
 from .cache import DiskCache
 from .config import Config
 from .decisions import Decisions
+from .evict import Evictor
 from .metrics import Metrics
 from .middleware import AccessLog
 from .origin import Origin
@@ -22,4 +23,5 @@ PREVIEWS = web.AppKey("previews", Previews)
 ORIGINS = web.AppKey("origins", dict[str, Origin])
 STORE = web.AppKey("store", Store)  # tokens, source versions, face boxes (memory or Redis)
 DECISIONS = web.AppKey("decisions", Decisions)
+EVICTOR = web.AppKey("evictor", Evictor)  # the cache folder's size bound (one sweeping process)
 ACCESS_LOG = web.AppKey("access_log", AccessLog)  # flushed at clean-up (and by tests, to read it now)

@@ -624,6 +624,10 @@ async def test_metrics(client: TestClient) -> None:
     assert await metric(client, "preview_cache_total", result="hit") == 1
     assert await metric(client, "preview_cache_total", result="miss") == 1
     assert await metric(client, "preview_requests_total", status="404") == 1
+    for _ in range(100):  # the folder's size, as of the evictor's sweep that the write asked for
+        if await metric(client, "preview_cache_bytes") > 0:
+            break
+        await asyncio.sleep(0.05)
     assert await metric(client, "preview_cache_bytes") > 0
 
 

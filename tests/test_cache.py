@@ -1,4 +1,5 @@
-"""``proxy.cache``: keys, atomic writes, start-up clean-up, LRU bound, single-flight; and through the app."""
+"""``proxy.cache`` and ``proxy.evict``: keys, atomic writes, start-up clean-up, one evictor per folder (LRU
+bound, grace), single-flight; and through the app."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from conftest import ConfigFactory
 
 from proxy.app import create_app
 from proxy.cache import TMP_PREFIX, DiskCache, cache_key, key_path
+from proxy.evict import Evictor, Usage
+from proxy.keys import EVICTOR
 
 
 @pytest.fixture
@@ -26,7 +29,9 @@ async def io() -> AsyncIterator[ThreadPoolExecutor]:
 
 
 def files_under(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file())
+    """The renders (not the folder's .locks and .spool)."""
+    return sorted(p for p in root.rglob("*")
+                  if p.is_file() and not p.relative_to(root).parts[0].startswith("."))
 
 
 def rel_of(n: int) -> str:
@@ -59,12 +64,11 @@ async def test_put_is_atomic_and_replaces(tmp_path: Path, io: ThreadPoolExecutor
     rel = rel_of(1)
     await cache.put(rel, b"A" * 1000)
     assert (tmp_path / "c" / rel).read_bytes() == b"A" * 1000
-    assert cache.bytes == 1000 and cache.files == 1 and await cache.has(rel)
+    assert await cache.has(rel)
     with open(tmp_path / "c" / rel, "rb") as reader:    # a reader of the old file keeps the whole old file
         await cache.put(rel, b"B" * 3000)
         assert reader.read() == b"A" * 1000
     assert (tmp_path / "c" / rel).read_bytes() == b"B" * 3000
-    assert cache.bytes == 3000 and cache.files == 1
     assert [p.name for p in files_under(tmp_path / "c")] == [Path(rel).name]   # no temp file left
 
 
@@ -74,7 +78,7 @@ async def test_failed_write_leaves_nothing(tmp_path: Path, io: ThreadPoolExecuto
     with pytest.raises(TypeError):
         await cache.put(rel_of(1), "not bytes")  # type: ignore[arg-type]
     assert files_under(tmp_path / "c") == []
-    assert cache.files == 0 and not await cache.has(rel_of(1))
+    assert not await cache.has(rel_of(1))
 
 
 async def test_start_removes_stale_temp_files_and_indexes_renders(tmp_path: Path,
@@ -90,49 +94,72 @@ async def test_start_removes_stale_temp_files_and_indexes_renders(tmp_path: Path
     await cache.start()
     assert not any(p.exists() for p in stale)
     assert files_under(root) == [root / rel]
-    assert cache.files == 1 and cache.bytes == 500 and await cache.has(rel)
+    assert await cache.has(rel)
 
 
 async def test_start_creates_the_folder(tmp_path: Path, io: ThreadPoolExecutor) -> None:
     cache = DiskCache(tmp_path / "a" / "b", 10 * 1024**2, io)
     await cache.start()
-    assert (tmp_path / "a" / "b").is_dir() and cache.files == 0
+    assert (tmp_path / "a" / "b").is_dir()
 
 
 # ---- the bound ----------------------------------------------------------------------------------------
 
 
-async def test_lru_eviction_under_max_size(tmp_path: Path, io: ThreadPoolExecutor) -> None:
-    root = tmp_path / "c"
-    cache = DiskCache(root, 10_000, io)
-    await cache.start()
-    for n in range(5):
-        await cache.put(rel_of(n), bytes(2000))
-    assert cache.bytes == 10_000 and cache.evicted == 0
-    assert await cache.has(rel_of(0))           # used: 1 is now the least recently used
-    await cache.put(rel_of(5), bytes(2000))     # over the bound: evict down to 90%
-    assert cache.bytes <= 9000 and cache.evicted >= 1
-    assert not (root / rel_of(1)).exists() and not await cache.has(rel_of(1))
-    assert (root / rel_of(0)).exists() and (root / rel_of(5)).exists()
-    assert sum(p.stat().st_size for p in files_under(root)) == cache.bytes
-    for n in range(6, 40):
-        await cache.put(rel_of(n), bytes(1500))
-        assert cache.bytes <= 10_000
-        assert sum(p.stat().st_size for p in files_under(root)) == cache.bytes
-    assert (root / rel_of(39)).exists()
+def stored(root: Path, n: int, size: int, used: float) -> Path:
+    """A render of ``size`` bytes last used at ``used`` (its access time)."""
+    p = root / rel_of(n)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_bytes(bytes(size))
+    os.utime(p, (used, 1_000_000))
+    return p
 
 
-async def test_start_evicts_the_oldest_over_the_bound(tmp_path: Path, io: ThreadPoolExecutor) -> None:
+def test_the_evictor_deletes_least_recently_used_to_90_percent(tmp_path: Path, io: ThreadPoolExecutor
+                                                               ) -> None:
     root = tmp_path / "c"
-    for n in range(6):
-        p = root / rel_of(n)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(bytes(2000))
-        os.utime(p, (1_000_000 + n, 1_000_000 + n))
-    cache = DiskCache(root, 10_000, io)
-    await cache.start()
-    assert cache.bytes <= 10_000
-    assert not (root / rel_of(0)).exists() and (root / rel_of(5)).exists()
+    evictor = Evictor(root, 10_000, io, recheck=1.0, margin=0.0)  # grace: 2 s
+    now = 2_000_000.0
+    paths = [stored(root, n, 2000, used=now - 100 + n) for n in range(5)]
+    assert evictor.sweep(now) == Usage(5, 10_000, 0)  # at the bound, not over
+    os.utime(paths[0], (now - 10, 1_000_000))         # used again: 1 is now the least recently used
+    stored(root, 5, 2000, used=now - 50)
+    usage = evictor.sweep(now)
+    assert usage.bytes <= 9000 and usage.evicted == 2 and usage.files == 4
+    assert not paths[1].exists() and not paths[2].exists() and paths[0].exists()
+    assert sum(p.stat().st_size for p in files_under(root)) == usage.bytes
+    assert evictor.usage() == usage  # what every worker's /metrics reads
+
+
+def test_a_render_used_within_the_grace_period_is_never_evicted(tmp_path: Path, io: ThreadPoolExecutor
+                                                                ) -> None:
+    root = tmp_path / "c"
+    evictor = Evictor(root, 10_000, io, recheck=5.0, margin=10.0)  # grace: 20 s
+    now = 2_000_000.0
+    old = stored(root, 1, 3000, used=now - 60)
+    fresh = [stored(root, n, 6000, used=now - 5) for n in (2, 3)]  # just answered in a 302
+    usage = evictor.sweep(now)
+    assert not old.exists() and all(p.exists() for p in fresh)
+    assert usage.bytes == 12_000  # over the bound: it gives way rather than break a 302
+    assert evictor.sweep(now + 30).bytes <= 9000  # once past the grace period, they may go
+
+
+async def test_has_marks_a_render_as_used(tmp_path: Path, io: ThreadPoolExecutor) -> None:
+    root = tmp_path / "c"
+    cache = DiskCache(root, 10_000, io, recheck=0)
+    p = stored(root, 1, 100, used=1_000_000)
+    assert await cache.has(rel_of(1))
+    assert p.stat().st_atime > 1_000_000 + 1000 and p.stat().st_mtime == 1_000_000  # mtime (ETag) stays
+
+
+def test_one_evictor_per_folder_and_a_successor_when_it_dies(tmp_path: Path, io: ThreadPoolExecutor) -> None:
+    root = tmp_path / "c"
+    first, second = Evictor(root, 10_000, io, 1.0), Evictor(root, 10_000, io, 1.0)
+    assert first._lead() and not second._lead()
+    assert first._lead()  # still its own
+    first.close()         # its process ended (the kernel drops the lock, kill -9 included)
+    assert second._lead()
+    second.close()
 
 
 async def test_deleting_the_folder_is_safe(tmp_path: Path, io: ThreadPoolExecutor) -> None:
@@ -142,7 +169,6 @@ async def test_deleting_the_folder_is_safe(tmp_path: Path, io: ThreadPoolExecuto
     await cache.put(rel_of(1), b"x" * 100)
     shutil.rmtree(root)
     assert not await cache.has(rel_of(1))
-    assert cache.files == 0 and cache.bytes == 0
     await cache.put(rel_of(1), b"y" * 100)      # the folder comes back
     assert (root / rel_of(1)).read_bytes() == b"y" * 100
 
@@ -232,17 +258,22 @@ def noisy(folder: Path, count: int) -> None:
 async def test_app_cache_stays_bounded(aiohttp_client: Any, make_config: ConfigFactory, media: Path,
                                        tmp_path: Path) -> None:
     noisy(media, 16)
-    client: TestClient = await aiohttp_client(create_app(make_config(cache={"max_size": "1MiB"})))
+    config = make_config(cache={"max_size": "1MiB", "version_ttl": 0.01, "evict_grace": 0})
+    client: TestClient = await aiohttp_client(create_app(config))
     for n in range(16):
         resp = await client.get(f"/api/v1/file/lib/-/noise{n}.png?preview", allow_redirects=False)
         assert resp.status == 302
-        total = sum(p.stat().st_size for p in files_under(tmp_path / "cache"))
-        assert total <= 1024**2
+        await asyncio.sleep(0.05)  # past the grace period (2 x version_ttl)
+    evictor = client.server.app[EVICTOR]
+    usage = evictor.sweep()
+    assert usage.bytes <= 1024**2 and usage.evicted > 0
+    assert sum(p.stat().st_size for p in files_under(tmp_path / "cache")) == usage.bytes
     assert len(files_under(tmp_path / "cache")) < 16
-    # the newest is still there and served
-    resp = await client.get("/api/v1/file/lib/-/noise15.png?preview", allow_redirects=False)
-    asset = await client.get(resp.headers["Location"])
-    assert asset.status == 200 and asset.headers["Content-Type"] == "image/png"
+    # every render still resolves: an evicted one is made again from its URL
+    for n in range(16):
+        resp = await client.get(f"/api/v1/file/lib/-/noise{n}.png?preview", allow_redirects=False)
+        asset = await client.get(resp.headers["Location"])
+        assert asset.status == 200 and asset.headers["Content-Type"] == "image/png"
 
 
 async def test_app_cache_folder_deleted(aiohttp_client: Any, make_config: ConfigFactory,
@@ -257,43 +288,6 @@ async def test_app_cache_folder_deleted(aiohttp_client: Any, make_config: Config
     assert again.status == 302 and again.headers["Location"] == first.headers["Location"]
     asset = await client.get(again.headers["Location"])
     assert asset.status == 200 and asset.headers["Content-Type"] == "image/jpeg"
-
-
-async def test_a_render_larger_than_the_bound_is_kept(tmp_path: Path, io: ThreadPoolExecutor) -> None:
-    root = tmp_path / "c"
-    cache = DiskCache(root, 10_000, io)
-    await cache.start()
-    await cache.put(rel_of(1), bytes(3000))
-    await cache.put(rel_of(2), bytes(9500))     # alone over 90% of the bound: the others go, not it
-    assert (root / rel_of(2)).exists() and await cache.has(rel_of(2))
-    assert not (root / rel_of(1)).exists()
-    await cache.put(rel_of(3), bytes(12_000))   # even over the whole bound: the 302 must not point at nothing
-    assert (root / rel_of(3)).exists() and await cache.has(rel_of(3))
-    assert not (root / rel_of(2)).exists() and cache.bytes == 12_000
-    await cache.put(rel_of(4), bytes(100))      # the next write brings it back under the bound
-    assert cache.bytes <= 10_000 and (root / rel_of(4)).exists()
-
-
-async def test_resync_takes_in_other_workers_files_and_drops_deleted_ones(tmp_path: Path) -> None:
-    from concurrent.futures import ThreadPoolExecutor
-
-    io = ThreadPoolExecutor(2)
-    root = tmp_path / "cache"
-    ours = DiskCache(root, 10 * 1024**2, io)
-    theirs = DiskCache(root, 10 * 1024**2, io)
-    await ours.start()
-    await theirs.start()
-    await ours.put("lib/aa/bb/mine.jpeg", b"x" * 100)
-    await ours.put("lib/aa/bb/gone.jpeg", b"y" * 50)
-    await theirs.put("lib/cc/dd/theirs.jpeg", b"z" * 70)  # another worker, same folder
-    (root / "lib/aa/bb/gone.jpeg").unlink()  # deleted behind our back
-    cleared = []
-    ours.on_evict.append(lambda: cleared.append(True))
-    await ours.resync()
-    assert ours.files == 2 and ours.bytes == 170
-    assert await ours.has("lib/cc/dd/theirs.jpeg") and not await ours.has("lib/aa/bb/gone.jpeg")
-    assert cleared  # the micro-cache of 302s is told
-    io.shutdown()
 
 
 async def never_done() -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
@@ -77,3 +78,42 @@ def test_several_workers_with_private_libraries_need_a_shared_store(tmp_path: Pa
                              "--port", str(free_port()), "--workers", "2"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "shared token store" in result.stderr
+
+
+def test_two_workers_on_a_tiny_cache_never_answer_an_asset_404(tmp_path: Path) -> None:
+    """One evictor for the folder (not one per worker's partial view): under load at a tiny max_size,
+    every 302 resolves to the image, and the folder is kept near its bound."""
+    from urllib.parse import urlsplit
+
+    import numpy as np
+    import pyvips
+
+    config = _config(tmp_path, cache={"max_size": "1MiB", "version_ttl": 0.05, "evict_grace": 0.2})
+    names = [f"noise{n}.png" for n in range(5)]
+    rng = np.random.default_rng(5)
+    for name in names:  # renders of ~100-400 KiB each: a few fill the bound
+        noise = rng.integers(0, 255, (400, 400, 3), dtype=np.uint8)
+        pyvips.Image.new_from_array(noise).copy(interpretation="srgb").pngsave(str(tmp_path / "media" / name))
+    service = Service(config, extra=["--workers", "2"]).start()
+
+    def preview_then_asset(n: int) -> tuple[int, int]:
+        path = f"/api/v1/file/lib/-/{names[n % 5]}?preview&width_size={200 + n % 40}"
+        status, headers, _ = service.get(path)
+        if status != 302:
+            return status, 0
+        return status, service.get(urlsplit(headers["location"]).path)[0]
+
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(preview_then_asset, range(300)))
+        assert answers == [(302, 200)] * 300, sorted(set(answers))
+        evicted = 0
+        for _ in range(100):  # the evictor's sweep after the last writes (whichever worker leads)
+            usage = json.loads((tmp_path / "cache" / ".locks" / "usage.json").read_text())
+            evicted = usage["evicted"]
+            if evicted and usage["bytes"] <= 1024**2:
+                break
+            time.sleep(0.1)
+        assert evicted > 0 and usage["bytes"] <= 1024**2, usage
+    finally:
+        service.stop()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from ..keys import CACHE, METRICS
+from ..keys import CACHE, EVICTOR, METRICS
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -14,8 +16,10 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     m = request.app[METRICS]
-    cache = request.app[CACHE]
-    m.cache_bytes.set(cache.bytes)
-    m.cache_files.set(cache.files)
+    evictor = request.app[EVICTOR]
+    # the whole folder's, as of the last sweep (whichever worker made it)
+    usage = await asyncio.get_running_loop().run_in_executor(request.app[CACHE].io, evictor.usage)
+    m.cache_bytes.set(usage.bytes)
+    m.cache_files.set(usage.files)
     body = generate_latest(m.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
