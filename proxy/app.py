@@ -49,7 +49,7 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
     # the face model is loaded (once per process) and run before the first request, not during it
     await pool.on_every_thread(partial(warm_up, config.faces))
     spool = await asyncio.get_running_loop().run_in_executor(io, fresh_spool, config.cache.dir)
-    origins = {lib.id: make_origin(lib.origin, config.limits, io, spool) for lib in config.libraries}
+    origins = {lib.id: make_origin(lib.origin, config.limits, io, spool, lib.s3) for lib in config.libraries}
     app[POOL], app[CACHE], app[ORIGINS] = pool, cache, origins
     app[STORE] = open_store(config.store.url)
     app[PREVIEWS] = Previews(config, origins, cache, pool, app[METRICS], app[STORE])

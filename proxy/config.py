@@ -13,7 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .s3config import S3Config, parse_s3_origin, s3_config, unknown_s3_variables
 from .types import Secret
+
+__all__ = ["S3Config"]  # re-exported: the S3 settings are a part of the config like the others
 
 _SIZE_UNITS = {"": 1, "B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3,
                "KIB": 1024, "MIB": 1024**2, "GIB": 1024**3, "TIB": 1024**4}
@@ -103,17 +106,6 @@ class SpaceConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class S3Config:
-    """How to reach an S3-compatible store (``[libraries.s3]``); the bucket is named elsewhere."""
-
-    endpoint: str = ""          # scheme://host[:port]; "" = AWS S3 for the region
-    region: str = "us-east-1"
-    addressing: str = ""        # "path" or "virtual" (bucket.endpoint); "" = virtual on AWS, else path
-    access_key_id: str = ""     # "" (with no secret either): botocore's chain (roles, shared files)
-    secret_access_key: Secret = field(default_factory=lambda: Secret(""))
-
-
-@dataclass(frozen=True, slots=True)
 class LibraryConfig:
     id: str
     origin: str
@@ -122,10 +114,15 @@ class LibraryConfig:
     multi_tenant: bool = False
     public_read: bool = True
     spaces: dict[str, SpaceConfig] = field(default_factory=dict)
+    s3: S3Config | None = None  # set for an s3:// origin
 
     @property
     def is_http(self) -> bool:
         return self.origin.startswith(("http://", "https://"))
+
+    @property
+    def is_s3(self) -> bool:
+        return self.s3 is not None
 
     def space_public(self, space: str) -> bool:
         override = self.spaces.get(space)
@@ -275,7 +272,7 @@ def _check_ranges(cfg: dict[str, Any], problems: list[str]) -> None:
         problems.append('[output] negotiate: a list of distinct formats among "avif", "webp"')
 
 
-def _library(i: int, raw: Any, problems: list[str]) -> LibraryConfig | None:
+def _library(i: int, raw: Any, problems: list[str], env: dict[str, str]) -> LibraryConfig | None:
     where = f"[[libraries]] #{i + 1}"
     if not isinstance(raw, dict):
         problems.append(f"{where}: expected a table")
@@ -295,9 +292,16 @@ def _library(i: int, raw: Any, problems: list[str]) -> LibraryConfig | None:
         return None
     origin = raw.get("origin")
     if not isinstance(origin, str) or not origin:
-        problems.append(f"{where} origin: required (a folder, or an http(s):// base URL)")
+        problems.append(f"{where} origin: required (a folder, an http(s):// base URL, or s3://bucket/prefix)")
         return None
-    if not origin.startswith(("http://", "https://")) and not Path(origin).is_dir():
+    s3 = None
+    if origin.startswith("s3://"):
+        if parse_s3_origin(origin) is None:
+            problems.append(f"{where} origin: expected s3://bucket or s3://bucket/prefix, got {origin!r}")
+        s3 = s3_config(where, lib_id, raw.get("s3"), env, problems)
+    elif "s3" in raw:
+        problems.append(f"{where} s3: only for an s3:// origin")
+    elif not origin.startswith(("http://", "https://")) and not Path(origin).is_dir():
         problems.append(f"{where} origin: folder {origin!r} does not exist")
     mount = raw.get("mount", "")
     if mount and (not isinstance(mount, str) or not re.fullmatch(r"/(?:[A-Za-z0-9._~-]+/)+", mount)):
@@ -328,7 +332,7 @@ def _library(i: int, raw: Any, problems: list[str]) -> LibraryConfig | None:
         problems.append(f"{where} secret: expected a string")
         secret = ""
     return LibraryConfig(id=lib_id, origin=origin, secret=Secret(secret), mount=mount or "",
-                         spaces=spaces, **flags)
+                         spaces=spaces, s3=s3, **flags)
 
 
 def load_config(path: str | Path | None = None, env: dict[str, str] | None = None) -> Config:
@@ -372,9 +376,10 @@ def build_config(raw: dict[str, Any], env: dict[str, str] | None = None, source:
         problems.append("[[libraries]]: expected an array of tables ([[libraries]], not [libraries])")
         raw_libraries = []
     for i, lib_raw in enumerate(raw_libraries):
-        lib = _library(i, lib_raw, problems)
+        lib = _library(i, lib_raw, problems, env)
         if lib is not None:
             libraries.append(lib)
+    problems += unknown_s3_variables([lib.id for lib in libraries if lib.is_s3], env)
     ids = [lib.id for lib in libraries]
     for dup in sorted({x for x in ids if ids.count(x) > 1}):
         problems.append(f"[[libraries]] id={dup!r}: defined twice")

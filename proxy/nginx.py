@@ -105,6 +105,8 @@ def config_perl(config: Config) -> str:
 def _originals(config: Config, lib: LibraryConfig) -> str:
     """Download links of one library: ``{prefix}o/{id}/{space}/{path}`` from its folder or origin."""
     prefix = f"{config.cache.asset_prefix}{ORIGINALS}{lib.id}/"
+    if lib.is_s3:  # nginx cannot sign for S3: the proxy checks the link and streams the object
+        return _to_api(prefix)
     private = has_private(lib)  # then the proxy signs every original link of the library
     check = _secure(config) if private and config.cache.sign_secret else ""
     if private and not config.cache.sign_secret:
@@ -137,9 +139,19 @@ def _originals(config: Config, lib: LibraryConfig) -> str:
             f"        }}\n")
 
 
+def _to_api(location: str) -> str:
+    return (f"        location ^~ {location} {{\n"
+            f"            limit_except GET {{ deny all; }}\n"
+            f"            proxy_pass http://preview_proxy;\n"
+            f"            include proxy_common;\n"
+            f"        }}\n")
+
+
 def _mount(lib: LibraryConfig) -> str:
     """A drop-in mount: ``?preview`` goes to the proxy, anything else is the original from the origin."""
     mount = _quote(lib.mount)
+    if lib.is_s3:  # originals too: the proxy streams them (and answers 403 to a private one)
+        return _to_api(mount)
     if lib.is_http:
         serve = (f"            proxy_pass {_quote(lib.origin.rstrip('/'))}/;\n"
                  f"            proxy_ssl_server_name on;\n")

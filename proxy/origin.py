@@ -25,7 +25,7 @@ from urllib.parse import quote, urljoin, urlsplit
 
 import aiohttp
 
-from .config import Config, LimitsConfig
+from .config import Config, LibraryConfig, LimitsConfig, S3Config
 from .errors import FileNotFound, OriginError, OriginTimeout, SourceTooLarge
 from .httpclient import origin_session, origin_timeout
 from .media import kind_of
@@ -48,8 +48,19 @@ class SourceStat:
 class Origin:
     """Where a library's originals live. ``rel`` is a checked '/'-joined relative path."""
 
+    kind = ""  # the metrics' label for its fetch times
+
     async def stat(self, space: str, rel: str) -> SourceStat:
         raise NotImplementedError
+
+    async def revalidate(self, space: str, rel: str, known: SourceStat) -> SourceStat:
+        """The version again, once ``known`` is no longer trusted (origins that can: conditionally)."""
+        return await self.stat(space, rel)
+
+    async def list(self, space: str, limit: int) -> list[str] | None:
+        """Previewable files of the space (``rel`` paths, sorted, at most ``limit``); None: an origin
+        that cannot be listed."""
+        return None
 
     async def fetch(self, space: str, rel: str, known: SourceStat) -> tuple[Source, SourceStat]:
         raise NotImplementedError
@@ -63,6 +74,8 @@ class Origin:
 
 class LocalOrigin(Origin):
     """A folder. Paths are resolved (symlinks included) and must stay inside the root."""
+
+    kind = "local"
 
     def __init__(self, root: str, limits: LimitsConfig, io: Executor) -> None:
         self.root = os.path.realpath(root)
@@ -88,6 +101,10 @@ class LocalOrigin(Origin):
 
     async def stat(self, space: str, rel: str) -> SourceStat:
         return await asyncio.get_running_loop().run_in_executor(self.io, self._stat_sync, space, rel)
+
+    async def list(self, space: str, limit: int) -> list[str] | None:
+        folder = os.path.join(self.root, space)
+        return await asyncio.get_running_loop().run_in_executor(self.io, list_previewable, folder, limit)
 
     async def fetch(self, space: str, rel: str, known: SourceStat) -> tuple[Source, SourceStat]:
         if known.size > self.limits.max_source_bytes:
@@ -119,6 +136,8 @@ def redirect_target(url: str, location: str, host: str) -> str:
 
 class HttpOrigin(Origin):
     """An http(s):// base URL (an object-storage bucket, a web server). One ClientSession per origin."""
+
+    kind = "http"
 
     def __init__(self, base: str, limits: LimitsConfig, io: Executor, spool: Path) -> None:
         self.io = io
@@ -280,8 +299,13 @@ def discard(source: Source) -> None:
             os.unlink(source.path)
 
 
-def make_origin(origin: str, limits: LimitsConfig, io: Executor, spool: Path) -> Origin:
+def make_origin(origin: str, limits: LimitsConfig, io: Executor, spool: Path, s3: S3Config | None = None
+                ) -> Origin:
     """The origin for a library's ``origin``; fetched bodies are spooled to files under ``spool``."""
+    if s3 is not None:
+        from .s3origin import S3Origin  # it builds on this module
+
+        return S3Origin(origin, s3, limits, io, spool)
     if origin.startswith(("http://", "https://")):
         return HttpOrigin(origin, limits, io, spool)
     return LocalOrigin(origin, limits, io)
@@ -291,6 +315,9 @@ async def check_origins(config: Config) -> list[str]:
     """Problems reaching each library's origin (a folder that cannot be read, a URL that fails)."""
     problems = []
     for lib in config.libraries:
+        if lib.s3 is not None:
+            problems += await _check_s3(lib, config.limits)
+            continue
         if not lib.is_http:
             if not os.access(lib.origin, os.R_OK | os.X_OK):
                 problems.append(f"library {lib.id!r}: folder {lib.origin!r} cannot be read")
@@ -306,6 +333,20 @@ async def check_origins(config: Config) -> list[str]:
     return problems
 
 
+async def _check_s3(lib: LibraryConfig, limits: LimitsConfig) -> list[str]:
+    from .s3origin import check_s3
+
+    problem = await check_s3(lib.origin, lib.s3 or S3Config(), limits.origin_timeout)
+    return [f"library {lib.id!r}: {problem}"] if problem else []
+
+
+def previewable_name(rel: str) -> bool:
+    """A path the gallery and ``warm`` list: a previewable extension, nothing hidden on the way."""
+    name = rel.rsplit("/", 1)[-1]
+    ext = name.rsplit(".", 1)[-1].lower() if "." in name else ""
+    return not any(part.startswith(".") for part in rel.split("/")) and kind_of(ext) is not MediaKind.FILE
+
+
 def list_previewable(folder: str, limit: int) -> list[str]:
     """Previewable files under a folder, '/'-joined relative paths, sorted, at most ``limit``
     (hidden files and folders skipped). Blocking: call it in an executor."""
@@ -314,8 +355,7 @@ def list_previewable(folder: str, limit: int) -> list[str]:
     for dirpath, dirs, names in os.walk(root):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(names):
-            ext = name.rsplit(".", 1)[-1].lower() if "." in name else ""
-            if not name.startswith(".") and kind_of(ext) is not MediaKind.FILE:
+            if previewable_name(name):
                 found.append(os.path.relpath(os.path.join(dirpath, name), root).replace(os.sep, "/"))
                 if len(found) >= limit:
                     return found

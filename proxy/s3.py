@@ -27,9 +27,9 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials, ReadOnlyCredentials
 from yarl import URL
 
-from .config import S3Config
 from .errors import FileNotFound, OriginError, OriginTimeout, SourceTooLarge
 from .httpclient import origin_session, origin_timeout
+from .s3config import S3Config
 
 CHUNK = 256 * 1024
 MAX_ERROR_BODY = 64 * 1024
@@ -102,7 +102,8 @@ class S3Client:
         if not self._resolved:
             if self.config.access_key_id and self.config.secret_access_key:
                 self._credentials = Credentials(self.config.access_key_id,
-                                                self.config.secret_access_key.reveal())
+                                                self.config.secret_access_key.reveal(),
+                                                self.config.session_token.reveal() or None)
             else:
                 self._credentials = await asyncio.to_thread(_default_chain)
             self._resolved = True
@@ -239,9 +240,9 @@ class S3Client:
         """Create the bucket (tests and first set-up; the service itself never creates buckets)."""
         (await self._send("PUT", "")).release()
 
-    async def check(self) -> None:
+    async def check(self, prefix: str = "") -> None:
         """Reach the bucket with a one-key list: raises the typed error a request would meet."""
-        await self._list_page("", "", 1)
+        await self._list_page(prefix, "", 1)
 
     async def list(self, prefix: str = "", *, page_size: int = 1000) -> AsyncIterator[S3Object]:
         """Every object under ``prefix``, in key order, page by page (ListObjectsV2)."""

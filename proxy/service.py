@@ -31,7 +31,7 @@ from .links import (
 )
 from .media import kind_of
 from .metrics import Metrics
-from .origin import HttpOrigin, Origin, SourceStat, discard
+from .origin import Origin, SourceStat, discard
 from .pipeline import Job, render
 from .pool import RenderPool
 from .request import (
@@ -122,7 +122,7 @@ class Previews:
         if hit is not None and hit[1] > now and not fresh:
             return hit[0]
         origin = self.origins[lib.id]
-        if hit is not None and isinstance(origin, HttpOrigin):
+        if hit is not None:
             st = await origin.revalidate(space, ref.path, hit[0])
         else:
             st = await origin.stat(space, ref.path)
@@ -296,8 +296,7 @@ class Previews:
             started = time.perf_counter()
             source, fetched = await origin.fetch(space, ref.path, st)
             try:
-                self.metrics.origin_seconds.labels("http" if isinstance(origin, HttpOrigin) else "local"
-                                                   ).observe(time.perf_counter() - started)
+                self.metrics.origin_seconds.labels(origin.kind).observe(time.perf_counter() - started)
                 if fetched.version != st.version:  # changed under us: the render is of what we fetched
                     self._remember((lib.id, space, ref.path), fetched)
                 started = time.perf_counter()

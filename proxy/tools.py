@@ -22,9 +22,8 @@ from .access import Grant, origin_space
 from .app import create_app
 from .config import Config, LibraryConfig
 from .errors import ApiError
-from .keys import PREVIEWS
+from .keys import ORIGINS, PREVIEWS
 from .links import PRIVATE
-from .origin import list_previewable
 from .request import FileRef, PreviewOptions, decode_file_path
 from .types import Fit, Sizing
 
@@ -62,7 +61,7 @@ async def warm(config: Config, lib: LibraryConfig, space: str, sizes: list[int],
         previews = app[PREVIEWS]
         folder = origin_space(lib, space)
         # the space's own folder of a multi-tenant library: its paths are relative to it
-        files = paths or list_previewable(os.path.join(lib.origin, folder), limit=10**9)
+        files = paths or await app[ORIGINS][lib.id].list(folder, 10**9) or []
         jobs = [(path, size) for path in files for size in sizes]
         slots = asyncio.Semaphore(config.limits.workers)
 

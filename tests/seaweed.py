@@ -22,8 +22,8 @@ from pathlib import Path
 
 from conftest import free_port
 
-from proxy.config import S3Config
 from proxy.s3 import S3Client
+from proxy.s3config import S3Config
 from proxy.types import Secret
 
 ACCESS_KEY = "PPTESTACCESSKEY"
@@ -63,6 +63,7 @@ class SeaweedFS:
                 f"-volume.port.grpc={free_port()}", "-volume.max=500",
                 "-filer", f"-filer.port={filer}", f"-filer.port.grpc={free_port()}",
                 "-s3", f"-s3.port={self.port}", f"-s3.port.grpc={free_port()}",
+                "-s3.port.iceberg=0", "-s3.port.lance=0",  # fixed default ports: two servers would clash
                 f"-s3.config={self.folder / 's3.json'}"]
         log = (self.folder / "weed.log").open("wb")
         self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -91,6 +92,11 @@ class SeaweedFS:
                                      "access_key_id": ACCESS_KEY, "secret_access_key": Secret(SECRET_KEY)}
         values.update(overrides)
         return S3Config(**values)  # type: ignore[arg-type]
+
+    def s3_table(self, **overrides: object) -> dict[str, object]:
+        """The ``[libraries.s3]`` table of a library on this server (``overrides``: any of its keys)."""
+        return {"endpoint": self.endpoint, "region": "us-east-1", "addressing": "path",
+                "access_key_id": ACCESS_KEY, "secret_access_key": SECRET_KEY, **overrides}
 
     def client(self, bucket: str, **overrides: object) -> S3Client:
         return S3Client(self.config(**overrides), bucket, timeout=15)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import logging
+
 from aiohttp import web
 
 from ..access import check_access, origin_space
 from ..config import LibraryConfig
-from ..errors import NotFound
+from ..errors import ApiError, NotFound
 from ..keys import CACHE as DISK_CACHE
 from ..keys import CONFIG, DECISIONS, METRICS, ORIGINS, PREVIEWS, STORE
 from ..media import kind_of, original_content_type
@@ -23,6 +26,7 @@ from ..request import (
 )
 from ..service import negotiate
 
+log = logging.getLogger("proxy")
 FILE_PREFIX = "/api/v1/file/"
 # Originals are the users' files, served on our host: never let one run as a page (an SVG or HTML
 # with a script). The same headers are in the generated nginx.conf.
@@ -148,7 +152,16 @@ async def stream_original(request: web.Request, lib: LibraryConfig, space: str, 
     await response.prepare(request)
     if request.method != "HEAD":
         await response.write(first)
-        async for chunk in chunks:
-            await response.write(chunk)
+        try:
+            async for chunk in chunks:
+                await response.write(chunk)
+        except ApiError as exc:
+            # the 200 is sent: only a body cut short (the connection closed, no last chunk) tells the
+            # client; a JSON error here would be taken for the file's last bytes
+            log.warning(json.dumps({"event": "original_cut", "library": lib.id, "error": exc.message}))
+            response.force_close()
+            if request.transport is not None:
+                request.transport.close()
+            return response
     await response.write_eof()
     return response

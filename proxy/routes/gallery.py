@@ -1,4 +1,4 @@
-"""``GET /``: a gallery of the public folder libraries (``server.gallery = true``; on in the demo).
+"""``GET /``: a gallery of the public folder and S3 libraries (``server.gallery = true``; on in the demo).
 
 A grid of ``<img src="...?preview&size=S">`` tags, as a page written for the hosted product would
 have, with a size switch and, when ``faces.debug`` is on, a link to each photo's face debug view.
@@ -6,7 +6,6 @@ have, with a size switch and, when ``faces.debug`` is on, a link to each photo's
 
 from __future__ import annotations
 
-import asyncio
 import html
 from urllib.parse import quote
 
@@ -14,8 +13,7 @@ from aiohttp import web
 
 from ..config import Config
 from ..errors import NotFound
-from ..keys import CACHE, CONFIG
-from ..origin import list_previewable
+from ..keys import CONFIG, ORIGINS
 
 MAX_FILES = 200
 SIZES = (100, 200, 400)
@@ -51,7 +49,7 @@ a.on {{ font-weight: bold; }}
 <body><h1>preview-proxy</h1>
 <p>Every tile is <code>&lt;img src="/api/v1/file/{{library}}/-/{{path}}?preview&amp;size={size}"&gt;</code>:
 a 302 to a render made once and cached. Size: {switch}. {hint}.</p>
-{"".join(sections) or "<p>No public folder library is configured.</p>"}
+{"".join(sections) or "<p>No public folder or S3 library is configured.</p>"}
 </body></html>"""
 
 
@@ -65,8 +63,6 @@ async def gallery(request: web.Request) -> web.Response:
         size = 200
     size = size if size in SIZES else 200
     libs = [lib for lib in config.libraries if lib.public_read and not lib.multi_tenant and not lib.is_http]
-    loop, io = asyncio.get_running_loop(), request.app[CACHE].io
-    listing = {lib.id: await loop.run_in_executor(io, list_previewable, lib.origin, MAX_FILES)
-               for lib in libs}
+    listing = {lib.id: await request.app[ORIGINS][lib.id].list("", MAX_FILES) or [] for lib in libs}
     return web.Response(text=_page(config, listing, size), content_type="text/html",
                         headers={"Cache-Control": "no-store"})
