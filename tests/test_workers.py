@@ -117,3 +117,28 @@ def test_two_workers_on_a_tiny_cache_never_answer_an_asset_404(tmp_path: Path) -
         assert evicted > 0 and usage["bytes"] <= 1024**2, usage
     finally:
         service.stop()
+
+
+def test_metrics_and_cache_stats_describe_every_worker(tmp_path: Path) -> None:
+    """Successive scrapes answered by different workers tell the same, whole-service numbers."""
+    from proxy.config import load_config
+    from proxy.tools import cache_stats
+
+    config = _config(tmp_path)
+    service = Service(config, extra=["--workers", "2"]).start()
+    paths = [f"/api/v1/file/lib/-/landscape.jpg?preview&size={20 + n}" for n in range(10)]
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            assert {s for s, _h, _b in pool.map(service.get, paths)} == {302}  # 10 misses
+            assert {s for s, _h, _b in pool.map(service.get, paths)} == {302}  # 10 hits
+        for _ in range(8):  # new connections: SO_REUSEPORT spreads them over the workers
+            text = service.get("/metrics")[2].decode()
+            hits = re.search(r'preview_cache_total\{result="hit"\} ([\d.]+)', text)
+            misses = re.search(r'preview_cache_total\{result="miss"\} ([\d.]+)', text)
+            assert hits and misses and (float(hits.group(1)), float(misses.group(1))) == (10, 10), text
+            renders_done = re.search(r'preview_render_seconds_count\{kind="image"\} ([\d.]+)', text)
+            assert renders_done and float(renders_done.group(1)) == 10
+        stats = cache_stats(load_config(config), service.url)
+        assert (stats.hits, stats.misses) == (10, 10)
+    finally:
+        service.stop()

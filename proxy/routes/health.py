@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from ..keys import CACHE, EVICTOR, METRICS
+from ..metrics import exposition
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -21,5 +22,5 @@ async def metrics(request: web.Request) -> web.Response:
     usage = await asyncio.get_running_loop().run_in_executor(request.app[CACHE].io, evictor.usage)
     m.cache_bytes.set(usage.bytes)
     m.cache_files.set(usage.files)
-    body = generate_latest(m.registry)
+    body = exposition(m)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
