@@ -11,7 +11,6 @@ import asyncio
 import logging
 import os
 import sys
-import tomllib
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -21,57 +20,73 @@ from aiohttp import web
 
 from .app import create_app
 from .config import Config, ConfigError, LibraryConfig, load_config
+from .cpus import usable_cpus
 from .demo import DEMO_ID, seed_demo
 from .faces import FaceModelError, detector_name
 from .faces import load as load_detector
 from .nginx import render_nginx_conf
 from .origin import check_origins
-from .service import has_private
 from .tools import cache_purge, cache_stats, human_bytes, parse_duration, warm
-from .workers import supervise
+from .workers import listen, startup_failed, supervise
 
 DEFAULT_CONFIG = "config/preview-proxy.toml"
 
 
-def _seed_demo(path: str) -> None:
-    """First run of the shipped config: fill the demo library's folder with sample photos."""
+def _serving_config(args: argparse.Namespace) -> Config | None:
+    """The config ``serve`` runs (``--workers`` applied), validated before anything is done with it:
+    the demo library's folder (first run of the shipped config) is filled only for a valid config."""
+    env = dict(os.environ)
+    if args.workers is not None:
+        env["PREVIEW_PROXY_SERVER_WORKERS"] = str(args.workers)
     try:
-        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
-        return  # load_config reports it
-    for lib in raw.get("libraries", []):
-        origin = lib.get("origin", "") if isinstance(lib, dict) else ""
-        is_demo = isinstance(lib, dict) and lib.get("id") == DEMO_ID and origin and "://" not in origin
-        if is_demo and (copied := seed_demo(Path(origin))):
-            print(f"demo library: {copied} sample photos copied into {origin}/", file=sys.stderr)
-
-
-def _serve(args: argparse.Namespace) -> int:
-    _seed_demo(args.config)
-    try:
-        config = load_config(args.config)
+        demo = load_config(args.config, env, check_folders=False).library(DEMO_ID)
+        if demo is not None and "://" not in demo.origin and (copied := seed_demo(Path(demo.origin))):
+            print(f"demo library: {copied} sample photos copied into {demo.origin}/", file=sys.stderr)
+        return load_config(args.config, env)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
-        return 2
-    try:  # here, not in each worker: a model that cannot load stops the service before it listens
+        return None
+
+
+def _serve(args: argparse.Namespace, config: Config) -> int:
+    host = args.host or config.server.host
+    port = args.port if args.port is not None else config.server.port
+    try:  # before it listens: a model that cannot load stops the service (or its first worker)
         load_detector(config.faces)
     except FaceModelError as exc:
-        print(exc, file=sys.stderr)
-        return 2
+        return startup_failed(str(exc))
+    try:
+        sockets = listen(host, port, reuse_port=args.reuse_port)
+    except OSError as exc:
+        return startup_failed(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is optional
         pass
     else:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    host = args.host or config.server.host
-    port = args.port if args.port is not None else config.server.port
-    logging.getLogger("proxy").info(
-        '{"event": "start", "url": "http://%s:%d", "libraries": %d}', host, port, len(config.libraries))
+    app = create_app(config)
+    started = False
+
+    async def on_started(_app: web.Application) -> None:  # after every start-up step of the app
+        nonlocal started
+        started = True
+        logging.getLogger("proxy").info('{"event": "start", "url": "http://%s:%d", "libraries": %d}',
+                                        host, port, len(config.libraries))
+        if args.ready_fd is not None:
+            os.write(args.ready_fd, b"1")
+            os.close(args.ready_fd)
+
+    app.on_startup.append(on_started)
     # aiohttp's run_app stops accepting on SIGTERM/SIGINT, lets in-flight requests finish
     # (shutdown_timeout), runs the cleanup contexts (drains the render pool) and returns: exit 0.
-    web.run_app(create_app(config), host=host, port=port, access_log=None, print=None,
-                shutdown_timeout=60, handle_signals=True, reuse_port=args.reuse_port or None)
+    try:
+        web.run_app(app, sock=sockets, access_log=None, print=None, shutdown_timeout=60,
+                    handle_signals=True)
+    except Exception as exc:
+        if started:
+            raise
+        return startup_failed(f"start-up failed: {type(exc).__name__}: {exc}")
     return 0
 
 
@@ -218,10 +233,11 @@ def main(argv: list[str] | None = None) -> int:
     _config_arg(serve)
     serve.add_argument("--host", default=None, help="listen address (default: [server] host)")
     serve.add_argument("--port", type=int, default=None, help="listen port (default: [server] port)")
-    serve.add_argument("--workers", type=int, default=1,
+    serve.add_argument("--workers", type=int, default=None,
                        help="processes sharing the port, the cache folder and the store "
-                            "(0 = one per core; default 1)")
-    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+                            "(0 = one per usable CPU; default: [server] workers, 1)")
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)  # a worker's
+    serve.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)  # of supervise()
     warm_p = verbs.add_parser("warm", help="pre-render a library into the cache",
                               description="Render size=S squares of a library's files (or PATHs) "
                                           "into the cache, with a progress bar and a summary.")
@@ -277,24 +293,19 @@ def main(argv: list[str] | None = None) -> int:
                 "token": _token}
     if args.verb in handlers:
         return handlers[args.verb](args)
-    workers = args.workers if args.workers > 0 else (os.cpu_count() or 1)
-    if workers > 1:
-        _seed_demo(args.config)  # once, before the workers race to do it
-        config = _load(args)
-        if config is None:
-            return 2
-        if config.store.url.startswith("memory") and any(has_private(lib) for lib in config.libraries):
-            print("--workers > 1 with private libraries needs a shared token store: set [store] url to "
-                  "redis://... (each process would otherwise know only its own tokens)", file=sys.stderr)
-            return 2
+    config = _serving_config(args)
+    if config is None:
+        return 2
+    workers = config.server.processes
+    if workers > 1 and not args.reuse_port:
         child = ["--config", args.config]
         child += ["--host", args.host] if args.host else []
         child += ["--port", str(args.port)] if args.port is not None else []
         env = {}
-        if config.limits.render_concurrency == 0:  # the cores shared out, not cores x processes
-            env["PREVIEW_PROXY_LIMITS_RENDER_CONCURRENCY"] = str(max(1, (os.cpu_count() or 1) // workers))
+        if config.limits.render_concurrency == 0:  # the CPUs shared out, not CPUs x processes
+            env["PREVIEW_PROXY_LIMITS_RENDER_CONCURRENCY"] = str(max(1, usable_cpus() // workers))
         return supervise(workers, child, env)
-    return _serve(args)
+    return _serve(args, config)
 
 
 if __name__ == "__main__":

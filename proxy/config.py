@@ -6,13 +6,15 @@ so an operator fixes a bad config in one pass instead of one restart per typo.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from .cpus import usable_cpus
 from .s3config import S3Config, parse_s3_origin, s3_config, unknown_s3_variables
 from .types import Secret
 
@@ -21,6 +23,11 @@ __all__ = ["S3Config"]  # re-exported: the S3 settings are a part of the config 
 _SIZE_UNITS = {"": 1, "B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3,
                "KIB": 1024, "MIB": 1024**2, "GIB": 1024**3, "TIB": 1024**4}
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+ORIGIN_SCHEMES = ("http", "https", "s3")  # besides local folders
+ENV_PREFIX = "PREVIEW_PROXY_"
+# variables of that prefix that are not "<SECTION>_<KEY>": the config file, library secrets, and the
+# S3 credentials of a library (PREVIEW_PROXY_S3_<LIBRARY>_...)
+_ENV_OTHERS = ("CONFIG", "LIBRARY_", "S3_")
 RESERVED_IDS = frozenset({"o", "p"})  # {asset_prefix}o/ holds originals, {asset_prefix}p/ private renders
 
 
@@ -40,6 +47,11 @@ class ServerConfig:
     public_url: str = ""
     redirect_max_age: int = 60
     gallery: bool = False
+    workers: int = 1  # processes of `serve` (0: one per usable CPU); `serve --workers N` overrides it
+
+    @property
+    def processes(self) -> int:
+        return self.workers or usable_cpus()
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +82,7 @@ class LimitsConfig:
 
     @property
     def workers(self) -> int:
-        return self.render_concurrency or os.cpu_count() or 1
+        return self.render_concurrency or usable_cpus()
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,9 +206,12 @@ def _coerce(section: str, key: str, value: Any, default: Any) -> Any:
         return int(value)
     if isinstance(default, float):
         try:
-            return float(value)
+            number = float(value)
         except (TypeError, ValueError):
             raise ValueError(f"expected a number, got {value!r}") from None
+        if isinstance(value, bool) or not math.isfinite(number):
+            raise ValueError(f"expected a finite number, got {value!r}")
+        return number
     if isinstance(default, tuple):  # a TOML list of strings, or "a,b" from the environment
         items = value.split(",") if isinstance(value, str) else value
         if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
@@ -242,10 +257,17 @@ def _check_ranges(cfg: dict[str, Any], problems: list[str]) -> None:
         problems.append("[server] public_url: expected http(s)://host[:port] (no path), or empty")
     if server.redirect_max_age < 0:
         problems.append("[server] redirect_max_age: must not be negative")
+    if not 0 <= server.workers <= 256:
+        problems.append("[server] workers: 0 (one per usable CPU) to 256")
     if not (cache.asset_prefix.startswith("/") and cache.asset_prefix.endswith("/")):
         problems.append("[cache] asset_prefix: must start and end with '/'")
     if cache.max_size < 1024**2:
         problems.append("[cache] max_size: at least 1MiB")
+    # a negative sign_ttl would make every private link expired at birth
+    if not 1 <= cache.sign_ttl <= 366 * 86400:
+        problems.append("[cache] sign_ttl: 1..31622400 seconds (a year at most)")
+    if not 0 <= cache.version_ttl <= 86400:
+        problems.append("[cache] version_ttl: 0..86400 seconds")
     for key in ("max_source_bytes", "max_source_pixels", "max_frames", "origin_timeout", "queue_limit"):
         if getattr(limits, key) <= 0:
             problems.append(f"[limits] {key}: must be positive")
@@ -270,9 +292,12 @@ def _check_ranges(cfg: dict[str, Any], problems: list[str]) -> None:
             problems.append(f"[output] {key}: must be 1..100")
     if not set(out.negotiate) <= {"avif", "webp"} or len(set(out.negotiate)) != len(out.negotiate):
         problems.append('[output] negotiate: a list of distinct formats among "avif", "webp"')
+    if not 0 <= out.png_compression <= 9:
+        problems.append("[output] png_compression: must be 0..9 (zlib's levels)")
 
 
-def _library(i: int, raw: Any, problems: list[str], env: dict[str, str]) -> LibraryConfig | None:
+def _library(i: int, raw: Any, problems: list[str], env: dict[str, str], check_folders: bool = True
+             ) -> LibraryConfig | None:
     where = f"[[libraries]] #{i + 1}"
     if not isinstance(raw, dict):
         problems.append(f"{where}: expected a table")
@@ -288,20 +313,25 @@ def _library(i: int, raw: Any, problems: list[str], env: dict[str, str]) -> Libr
         if key not in known:
             problems.append(f"{where} {key}: unknown key")
     if not valid_id:
-        problems.append(f"{where} id: required, [A-Za-z0-9_-]{{1,64}}")
+        problems.append(f"{where} id: required, [A-Za-z0-9_-]{{1,64}}" if lib_id in (None, "") else
+                        f"{where} id: {lib_id!r} is not a library id: 1 to 64 of A-Z a-z 0-9 _ -")
         return None
     origin = raw.get("origin")
     if not isinstance(origin, str) or not origin:
         problems.append(f"{where} origin: required (a folder, an http(s):// base URL, or s3://bucket/prefix)")
         return None
     s3 = None
+    scheme = origin.partition("://")[0].lower() if "://" in origin else ""
     if origin.startswith("s3://"):
         if parse_s3_origin(origin) is None:
             problems.append(f"{where} origin: expected s3://bucket or s3://bucket/prefix, got {origin!r}")
         s3 = s3_config(where, lib_id, raw.get("s3"), env, problems)
     elif "s3" in raw:
         problems.append(f"{where} s3: only for an s3:// origin")
-    elif not origin.startswith(("http://", "https://")) and not Path(origin).is_dir():
+    elif scheme and scheme not in ORIGIN_SCHEMES:
+        problems.append(f"{where} origin: {scheme}:// origins are not supported "
+                        f"(a folder, or {', '.join(s + '://' for s in ORIGIN_SCHEMES)})")
+    elif not scheme and check_folders and not Path(origin).is_dir():
         problems.append(f"{where} origin: folder {origin!r} does not exist")
     mount = raw.get("mount", "")
     if mount and (not isinstance(mount, str) or not re.fullmatch(r"/(?:[A-Za-z0-9._~-]+/)+", mount)):
@@ -335,11 +365,47 @@ def _library(i: int, raw: Any, problems: list[str], env: dict[str, str]) -> Libr
                          spaces=spaces, s3=s3, **flags)
 
 
-def load_config(path: str | Path | None = None, env: dict[str, str] | None = None) -> Config:
+def _unknown_env_sections(env: dict[str, str], problems: list[str]) -> None:
+    """``PREVIEW_PROXY_CACHEE_DIR`` is a typo, not a variable of someone else's to be ignored."""
+    for name in sorted(env):
+        rest = name[len(ENV_PREFIX):]
+        if not name.startswith(ENV_PREFIX) or rest.startswith(_ENV_OTHERS):
+            continue
+        if not any(rest.startswith(section.upper() + "_") for section in _SECTIONS):
+            problems.append(f"{name} (environment): no such config section (sections: "
+                            f"{', '.join(_SECTIONS)}; a library's secret: {ENV_PREFIX}LIBRARY_<ID>_SECRET)")
+
+
+def env_name_of(library_id: str) -> str:
+    """A library id as it appears in environment variable names: upper case, ``-`` as ``_``."""
+    return library_id.upper().replace("-", "_")
+
+
+def _library_env(libraries: list[LibraryConfig], env: dict[str, str], problems: list[str]
+                 ) -> list[LibraryConfig]:
+    """``PREVIEW_PROXY_LIBRARY_<ID>_SECRET`` overrides that library's ``secret`` (kept out of the file)."""
+    by_name = {env_name_of(lib.id): lib for lib in libraries}
+    secrets: dict[str, str] = {}
+    for name in sorted(env):
+        if not name.startswith(ENV_PREFIX + "LIBRARY_"):
+            continue
+        rest = name[len(ENV_PREFIX + "LIBRARY_"):]
+        match = [k for k in by_name if rest == f"{k}_SECRET"]
+        if not match:
+            problems.append(f"{name} (environment): expected {ENV_PREFIX}LIBRARY_<ID>_SECRET for one of the "
+                            f"libraries ({', '.join(sorted(by_name)) or 'none'})")
+            continue
+        secrets[by_name[match[0]].id] = env[name]
+    return [replace(lib, secret=Secret(secrets[lib.id])) if lib.id in secrets else lib for lib in libraries]
+
+
+def load_config(path: str | Path | None = None, env: dict[str, str] | None = None,
+                check_folders: bool = True) -> Config:
     """Read the TOML config at ``path`` (or ``$PREVIEW_PROXY_CONFIG``), apply environment overrides.
 
     Relative paths in it (cache dir, folder origins, model) are taken from the working directory.
-    Raises ``ConfigError`` listing every problem.
+    Raises ``ConfigError`` listing every problem (``check_folders=False``: all but missing origin
+    folders, so that the demo's folder is made only for an otherwise valid config).
     """
     env = dict(os.environ if env is None else env)
     path = path or env.get("PREVIEW_PROXY_CONFIG")
@@ -352,16 +418,18 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
             raise ConfigError(source, ["file not found"]) from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(source, [f"not valid TOML: {exc}"]) from None
-    return build_config(raw, env, source)
+    return build_config(raw, env, source, check_folders)
 
 
-def build_config(raw: dict[str, Any], env: dict[str, str] | None = None, source: str = "<dict>") -> Config:
+def build_config(raw: dict[str, Any], env: dict[str, str] | None = None, source: str = "<dict>",
+                 check_folders: bool = True) -> Config:
     """Validate an already-parsed config mapping (the tests build configs this way)."""
     env = {} if env is None else env
     problems: list[str] = []
     for key in raw:
         if key not in _SECTIONS and key != "libraries":
             problems.append(f"[{key}]: unknown section")
+    _unknown_env_sections(env, problems)
     sections = {}
     for name in _SECTIONS:
         section_raw = raw.get(name, {})
@@ -376,10 +444,11 @@ def build_config(raw: dict[str, Any], env: dict[str, str] | None = None, source:
         problems.append("[[libraries]]: expected an array of tables ([[libraries]], not [libraries])")
         raw_libraries = []
     for i, lib_raw in enumerate(raw_libraries):
-        lib = _library(i, lib_raw, problems, env)
+        lib = _library(i, lib_raw, problems, env, check_folders)
         if lib is not None:
             libraries.append(lib)
     problems += unknown_s3_variables([lib.id for lib in libraries if lib.is_s3], env)
+    libraries = _library_env(libraries, env, problems)
     ids = [lib.id for lib in libraries]
     for dup in sorted({x for x in ids if ids.count(x) > 1}):
         problems.append(f"[[libraries]] id={dup!r}: defined twice")
@@ -401,6 +470,11 @@ def build_config(raw: dict[str, Any], env: dict[str, str] | None = None, source:
     store_scheme = sections["store"].url.partition("://")[0]
     if store_scheme not in ("memory", "redis", "rediss"):
         problems.append('[store] url: expected "memory://" or "redis://host:port/db"')
+    processes = sections["server"].processes
+    if private and processes > 1 and store_scheme == "memory":
+        problems.append(f"[server] workers: {processes} processes with private library {private[0]!r} "
+                        "need a shared token store: set [store] url to redis://... (each process would "
+                        "otherwise know only its own tokens)")
     if problems:
         raise ConfigError(source, problems)
     return Config(libraries=tuple(libraries), source=source, **sections)

@@ -4,14 +4,20 @@ Each worker is the ordinary single-process server started again with ``--workers
 (a fresh interpreter: no libvips or OpenCV state crosses a fork). They share the cache folder
 (a lock file per render key, so a render is made once), the store, and one folder of metrics values
 (prometheus-client's multiprocess mode: any worker's ``/metrics`` is the whole service's). The
-supervisor forwards SIGTERM/SIGINT, waits for every worker to finish what it has in flight, and
-exits 0; a worker that dies on its own is started again.
+supervisor starts one
+worker and waits until it serves before starting the others: a service that cannot start (the port
+taken, a model that cannot be read, a cache folder that cannot be made) says so in one line, once,
+and the supervisor exits with the worker's code instead of starting workers again forever. It
+forwards SIGTERM/SIGINT, waits for every worker to finish what it has in flight, and exits 0; a
+worker that dies on its own after it served is started again.
 """
 
 from __future__ import annotations
 
 import os
+import select
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -23,6 +29,57 @@ from prometheus_client import multiprocess
 from .metrics import MULTIPROC_DIR
 
 RESTART_PAUSE = 1.0
+# the exit code of a process that could not start; its supervisor does not start it again
+STARTUP_FAILED = 3
+_NO_RESTART = (2, STARTUP_FAILED)  # 2: a bad config
+
+
+def startup_failed(reason: str) -> int:
+    """Say why the service cannot start, in one line on stderr; the exit code to return."""
+    print(f"preview-proxy: {' '.join(reason.split())}", file=sys.stderr)
+    return STARTUP_FAILED
+
+
+def listen(host: str, port: int, reuse_port: bool = False) -> list[socket.socket]:
+    """Listening sockets for ``host:port`` (every address the name has), bound before the app starts,
+    so that a port in use is reported at once and by its address."""
+    sockets: list[socket.socket] = []
+    try:
+        seen = set()
+        for family, kind, proto, _name, address in socket.getaddrinfo(
+                host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE):
+            if address in seen:
+                continue
+            seen.add(address)
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen(128)
+            sock.setblocking(False)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], ready: int, stop: list[bool]) -> bool:
+    """Until ``proc`` writes to its ready pipe (True), or exits or is told to stop (False)."""
+    try:
+        while not stop[0]:
+            readable, _, _ = select.select([ready], [], [], 0.2)
+            if readable:
+                return os.read(ready, 1) == b"1"
+            if proc.poll() is not None:
+                return False
+        return False
+    finally:
+        os.close(ready)
 
 
 def supervise(n: int, child_args: list[str], env: dict[str, str] | None = None) -> int:
@@ -35,27 +92,41 @@ def supervise(n: int, child_args: list[str], env: dict[str, str] | None = None) 
 def _supervise(n: int, child_args: list[str], env: dict[str, str]) -> int:
     command = [sys.executable, "-m", "proxy", "serve", *child_args, "--workers", "1", "--reuse-port"]
     child_env = {**os.environ, **env}
-    stopping = False
+    workers: list[subprocess.Popen[bytes]] = []
+    stopping = [False]
 
     def stop(signum: int, _frame: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
+        stopping[0] = True
         for proc in workers:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
 
-    workers = [subprocess.Popen(command, env=child_env) for _ in range(n)]
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    while not stopping:
+    ready, ready_w = os.pipe()
+    workers.append(subprocess.Popen([*command, "--ready-fd", str(ready_w)], env=child_env,
+                                    pass_fds=(ready_w,)))
+    os.close(ready_w)
+    if not _wait_ready(workers[0], ready, stopping) and not stopping[0]:
+        code = workers[0].wait()
+        return code if code in _NO_RESTART else STARTUP_FAILED
+    if not stopping[0]:
+        workers += [subprocess.Popen(command, env=child_env) for _ in range(n - 1)]
+    while not stopping[0]:
         time.sleep(0.2)
         for i, proc in enumerate(workers):
-            if proc.poll() is not None and not stopping:
-                print(f'{{"event": "worker_exited", "pid": {proc.pid}, "code": {proc.returncode}}}',
-                      file=sys.stderr)
-                # its gauges (queue depth, renders running) no longer count
-                multiprocess.mark_process_dead(proc.pid, env[MULTIPROC_DIR])
-                time.sleep(RESTART_PAUSE)  # a worker that cannot start must not spin the CPU
-                workers[i] = subprocess.Popen(command, env=child_env)
+            if proc.poll() is None or stopping[0]:
+                continue
+            if proc.returncode in _NO_RESTART:  # it said why; starting it again would say it again
+                stop(signal.SIGTERM, None)
+                for other in workers:
+                    other.wait()
+                return proc.returncode
+            print(f'{{"event": "worker_exited", "pid": {proc.pid}, "code": {proc.returncode}}}',
+                  file=sys.stderr)
+            # its gauges (queue depth, renders running) no longer count
+            multiprocess.mark_process_dead(proc.pid, env[MULTIPROC_DIR])
+            time.sleep(RESTART_PAUSE)  # a worker that dies at once must not spin the CPU
+            workers[i] = subprocess.Popen(command, env=child_env)
     codes = [proc.wait() for proc in workers]
     return 0 if all(code in (0, -signal.SIGTERM) for code in codes) else 1

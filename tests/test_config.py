@@ -238,3 +238,80 @@ def test_library_shape_problems(tmp_path: Path) -> None:
     assert has(problems_of({"libraries": [lib(tmp_path, spaces="alice")]}), "id='lib' spaces", "table")
     assert has(problems_of({"libraries": [{"id": "x y", "origin": str(tmp_path), "colour": 1}]}),
                "#1 colour", "unknown key")
+
+
+# ---- issue 17: numbers in range, typos in the environment, secrets from it ----------------------------
+
+
+@pytest.mark.parametrize(("section", "key", "value"), [
+    ("limits", "origin_timeout", float("nan")), ("cache", "version_ttl", float("inf")),
+    ("limits", "origin_timeout", float("-inf")), ("cache", "version_ttl", "nan"),
+])
+def test_floats_must_be_finite(tmp_path: Path, section: str, key: str, value: object) -> None:
+    problems = problems_of({section: {key: value}, "libraries": [lib(tmp_path)]})
+    assert has(problems, f"[{section}] {key}", "finite"), problems
+
+
+def test_floats_from_the_environment_must_be_finite(tmp_path: Path) -> None:
+    problems = problems_of({"libraries": [lib(tmp_path)]}, {"PREVIEW_PROXY_LIMITS_ORIGIN_TIMEOUT": "nan"})
+    assert has(problems, "PREVIEW_PROXY_LIMITS_ORIGIN_TIMEOUT", "finite"), problems
+
+
+@pytest.mark.parametrize(("section", "key", "bad", "good"), [
+    ("cache", "sign_ttl", -1, 60), ("cache", "sign_ttl", 0, 1), ("cache", "version_ttl", -0.5, 0),
+    ("cache", "version_ttl", 10**6, 3600), ("output", "png_compression", 42, 9),
+    ("output", "png_compression", -1, 0), ("server", "workers", -1, 0), ("server", "workers", 1000, 8),
+])
+def test_ranges(tmp_path: Path, section: str, key: str, bad: float, good: float) -> None:
+    assert has(problems_of({section: {key: bad}, "libraries": [lib(tmp_path)]}), f"[{section}] {key}")
+    build_config({section: {key: good}, "libraries": [lib(tmp_path)]})
+
+
+def test_a_misspelled_section_in_the_environment_is_a_problem(tmp_path: Path) -> None:
+    env = {"PREVIEW_PROXY_CACHEE_DIR": "/tmp", "PREVIEW_PROXY_SERVERPORT": "81",
+           # not sections: the config file, a library's secret, a library's S3 credentials
+           "PREVIEW_PROXY_CONFIG": "x.toml", "PREVIEW_PROXY_LIBRARY_LIB_SECRET": "x",
+           "PREVIEW_PROXY_S3_LIB_ACCESS_KEY_ID": "AKIA", "PREVIEWPROXY_CACHE_DIR": "unrelated"}
+    problems = [p for p in problems_of({"libraries": [lib(tmp_path)]}, env) if "no such config section" in p]
+    assert len(problems) == 2, problems  # (the S3 variable is the S3 check's to judge, not a section)
+    assert has(problems, "PREVIEW_PROXY_CACHEE_DIR", "no such config section")
+    assert has(problems, "PREVIEW_PROXY_SERVERPORT", "no such config section")
+
+
+def test_a_library_secret_from_the_environment(tmp_path: Path) -> None:
+    libraries = [lib(tmp_path), {"id": "my-photos", "origin": str(tmp_path)}]
+    env = {"PREVIEW_PROXY_LIBRARY_MY_PHOTOS_SECRET": "from-env", "PREVIEW_PROXY_LIBRARY_LIB_SECRET": "also"}
+    cfg = build_config({"libraries": libraries}, env)
+    assert [x.secret.reveal() for x in cfg.libraries] == ["also", "from-env"]
+    assert "from-env" not in repr(cfg)
+    problems = problems_of({"libraries": libraries}, {"PREVIEW_PROXY_LIBRARY_OTHER_SECRET": "x",
+                                                      "PREVIEW_PROXY_LIBRARY_LIB_ORIGIN": "/"})
+    assert len(problems) == 2 and all("LIBRARY_<ID>_SECRET" in p for p in problems), problems
+
+
+def test_an_origin_scheme_that_is_not_supported(tmp_path: Path) -> None:
+    problems = problems_of({"libraries": [lib(tmp_path, origin="ftp://files.example.com/photos")]})
+    assert problems == ["[[libraries]] id='lib' origin: ftp:// origins are not supported "
+                        "(a folder, or http://, https://, s3://)"]
+
+
+def test_an_invalid_id_is_not_called_missing(tmp_path: Path) -> None:
+    problems = problems_of({"libraries": [lib(tmp_path, id="Bad Id!")]})
+    assert len(problems) == 1 and "'Bad Id!' is not a library id" in problems[0], problems
+    assert "required" not in problems[0]
+
+
+def test_several_workers_with_a_private_library_need_a_shared_store(tmp_path: Path) -> None:
+    private = {"cache": {"sign_secret": "x"}, "libraries": [lib(tmp_path, public_read=False)]}
+    assert has(problems_of({**private, "server": {"workers": 2}}), "[server] workers", "shared token store")
+    assert has(problems_of(private, {"PREVIEW_PROXY_SERVER_WORKERS": "3"}), "shared token store")
+    build_config({**private, "server": {"workers": 2}, "store": {"url": "redis://127.0.0.1:6379/0"}})
+    build_config({**private, "server": {"workers": 1}})
+    build_config({"server": {"workers": 2}, "libraries": [lib(tmp_path)]})  # public: nothing to share
+
+
+def test_folders_unchecked_on_request(tmp_path: Path) -> None:
+    """``serve`` validates all else first, then makes the demo's folder, then validates again."""
+    raw = {"libraries": [lib(tmp_path / "not-yet")]}
+    assert has(problems_of(raw), "does not exist")
+    assert build_config(raw, check_folders=False).libraries[0].origin == str(tmp_path / "not-yet")
