@@ -10,29 +10,27 @@ FROM python:3.11-slim AS build
 RUN python -m venv /opt/venv
 COPY pyproject.toml README.md /src/
 COPY proxy /src/proxy
+# the YuNet face model ships inside the package (proxy/models/): nothing is downloaded at build time
 RUN /opt/venv/bin/pip install --no-cache-dir /src
-# YuNet face model (OpenCV Zoo, MIT), pinned by checksum; without it the service falls back to Haar
-ADD --checksum=sha256:ebafce4e3c118d6554634be5c27ab333b4c047a9a8c3faf1d7cf93101c22f0f0 \
-    https://github.com/opencv/opencv_zoo/raw/main/models/face_detection_yunet/face_detection_yunet_2023mar.onnx \
-    /opt/preview-proxy/models/face_detection_yunet_2023mar.onnx
 
 FROM python:3.11-slim
 RUN useradd --system --uid 10001 --home /nonexistent preview \
  && mkdir -p /var/cache/preview-proxy /etc/preview-proxy /media \
  && chown preview /var/cache/preview-proxy
 COPY --from=build /opt/venv /opt/venv
-COPY --from=build /opt/preview-proxy/models /opt/preview-proxy/models
 COPY config/docker.toml /etc/preview-proxy/preview-proxy.toml
 ENV PATH=/opt/venv/bin:$PATH \
     PREVIEW_PROXY_CONFIG=/etc/preview-proxy/preview-proxy.toml \
     VIPS_CONCURRENCY=1 \
     MALLOC_ARENA_MAX=2 \
     PYTHONUNBUFFERED=1
-USER preview
+# by number: a runtime that does not read /etc/passwd (Kubernetes' runAsNonRoot) can check it
+USER 10001
 VOLUME /var/cache/preview-proxy
 EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=3s --start-period=20s \
-  CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=2).status != 200)"
+  CMD ["python", "-c", "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=2).status != 200)"]
 # exec form: SIGTERM reaches the server, which finishes in-flight renders and exits 0;
-# one process per core, each with its share of the render threads
+# one process per CPU the container may use (its --cpus quota and cpuset), each with its share of the
+# render threads
 CMD ["preview-proxy", "serve", "--workers", "0"]
