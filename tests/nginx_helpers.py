@@ -34,7 +34,7 @@ class Nginx:
         (self.prefix / "nginx.conf").write_text(conf)
         self.proc = subprocess.Popen(
             [NGINX, "-p", str(self.prefix), "-c", str(self.prefix / "nginx.conf"),
-             "-g", f"daemon off; pid {self.prefix / 'nginx.pid'};"],
+             "-g", "daemon off;"],  # its pid file is the config's own, inside the prefix
             stdout=subprocess.DEVNULL, stderr=open(self.prefix / "logs" / "stderr", "wb"))  # noqa: SIM115
         wait_http(self.port, "/healthz")
 
