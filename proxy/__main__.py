@@ -19,13 +19,13 @@ from pathlib import Path
 from aiohttp import web
 
 from .app import create_app
+from .checks import check, parse_probe
 from .config import Config, ConfigError, LibraryConfig, load_config
 from .cpus import usable_cpus
 from .demo import DEMO_ID, seed_demo
 from .faces import FaceModelError, detector_name
 from .faces import load as load_detector
 from .nginx import render_nginx_conf
-from .origin import check_origins
 from .tools import cache_purge, cache_stats, human_bytes, parse_duration, warm
 from .workers import listen, startup_failed, supervise
 
@@ -182,7 +182,12 @@ def _check(args: argparse.Namespace) -> int:
     config = _load(args)
     if config is None:
         return 2
-    problems = asyncio.run(check_origins(config))
+    try:
+        probes = [parse_probe(text) for text in args.probe or []]
+    except ValueError as exc:
+        print(f"--probe: {exc}", file=sys.stderr)
+        return 2
+    problems = asyncio.run(check(config, probes))
     detector = detector_name(config.faces)
     print(f"{config.source}: {len(config.libraries)} libraries, face detector: {detector}")
     try:
@@ -191,6 +196,9 @@ def _check(args: argparse.Namespace) -> int:
         problems.append(str(exc))
     for problem in problems:
         print(f"  problem: {problem}")
+    if not problems:
+        print(f"all well: every origin answered{' (and every --probe file)' if probes else ''}, "
+              f"the face detector loaded ({detector})")
     return 1 if problems else 0
 
 
@@ -263,6 +271,9 @@ def main(argv: list[str] | None = None) -> int:
     check_p = verbs.add_parser("check", help="validate a config and reach its origins",
                                description="Validate the config and reach every origin; say every problem.")
     _config_arg(check_p)
+    check_p.add_argument("--probe", action="append", metavar="LIBRARY:PATH",
+                         help="a file that must exist in LIBRARY: proves an HTTP origin's prefix right "
+                              "(for origins that answer 404 at their base URL); repeat for several")
     token_p = verbs.add_parser("token", help="operator tokens", description="Operator tokens.")
     token_verbs = token_p.add_subparsers(dest="action", required=True, metavar="ACTION")
     create_p = token_verbs.add_parser("create", help="create an access token",

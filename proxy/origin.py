@@ -311,8 +311,9 @@ def make_origin(origin: str, limits: LimitsConfig, io: Executor, spool: Path, s3
     return LocalOrigin(origin, limits, io)
 
 
-async def check_origins(config: Config) -> list[str]:
-    """Problems reaching each library's origin (a folder that cannot be read, a URL that fails)."""
+async def check_origins(config: Config, prefix_known: frozenset[str] = frozenset()) -> list[str]:
+    """Problems reaching each library's origin (a folder that cannot be read, a URL that fails, a base
+    URL that is not there: a wrong prefix, unless the library is in ``prefix_known``)."""
     problems = []
     for lib in config.libraries:
         if lib.s3 is not None:
@@ -328,6 +329,11 @@ async def check_origins(config: Config) -> list[str]:
                     session.head(lib.origin, allow_redirects=False) as resp:
                 if resp.status >= 500:
                     problems.append(f"library {lib.id!r}: origin {lib.origin} answered {resp.status}")
+                elif resp.status in (404, 410) and lib.id not in prefix_known:
+                    # a web server answers an existing folder 403 or 200, a missing one 404
+                    problems.append(f"library {lib.id!r}: origin {lib.origin} answered {resp.status} at its "
+                                    "base URL: its prefix looks wrong (every file would be FileNotFound); "
+                                    f"for an origin that never answers a folder: check --probe {lib.id}:PATH")
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             problems.append(f"library {lib.id!r}: origin {lib.origin} is unreachable ({type(exc).__name__})")
     return problems
