@@ -141,7 +141,7 @@ def _warm(args: argparse.Namespace) -> int:
         return 2
     summary = asyncio.run(warm(config, lib, args.space, sizes, args.paths, progress=not args.quiet))
     print(f"rendered {summary.rendered}, skipped {summary.skipped} (already cached), "
-          f"failed {sum(summary.failed.values())} in {summary.seconds:.1f} s")
+          f"failed {sum(summary.failed.values())} files in {summary.seconds:.1f} s")
     for reason, count in summary.failed.most_common():
         print(f"  {count} x {reason}")
     return 1 if summary.failed else 0
@@ -299,7 +299,9 @@ def main(argv: list[str] | None = None) -> int:
     # the service logs a JSON line per request; the operator's tools only warnings
     logging.basicConfig(level=logging.INFO if args.verb == "serve" else logging.WARNING,
                         format="%(message)s", stream=sys.stdout if args.verb == "serve" else sys.stderr)
-    logging.getLogger("pyvips").setLevel(logging.WARNING)  # libvips' own chatter is not a log line
+    # libvips' own chatter is not a log line: its warnings about a file that fails to decode
+    # ("VIPS: error in tile ...") say less than the typed error the render raises
+    logging.getLogger("pyvips").setLevel(logging.ERROR)
     handlers = {"nginx-conf": _nginx_conf, "warm": _warm, "cache": _cache, "check": _check,
                 "token": _token}
     if args.verb in handlers:

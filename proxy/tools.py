@@ -43,13 +43,15 @@ def parse_duration(text: str) -> float:
 class WarmSummary:
     rendered: int = 0
     skipped: int = 0
-    failed: Counter[str] = field(default_factory=Counter)
+    failed: Counter[str] = field(default_factory=Counter)  # files (not renders) by reason
     seconds: float = 0.0
 
 
 async def warm(config: Config, lib: LibraryConfig, space: str, sizes: list[int], paths: list[str],
                progress: bool = True) -> WarmSummary:
-    """Render ``size=S`` of every file (or ``paths``) for every S into the cache."""
+    """Render ``size=S`` of every file (or ``paths``) for every S into the cache. A file that fails is
+    counted once, with its first reason: its other sizes are not tried (they would fail alike, with
+    whatever wording libvips found for that decode)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TimeRemainingColumn
 
     app = create_app(config)
@@ -62,19 +64,19 @@ async def warm(config: Config, lib: LibraryConfig, space: str, sizes: list[int],
         folder = origin_space(lib, space)
         # the space's own folder of a multi-tenant library: its paths are relative to it
         files = paths or await app[ORIGINS][lib.id].list(folder, 10**9) or []
-        jobs = [(path, size) for path in files for size in sizes]
         slots = asyncio.Semaphore(config.limits.workers)
 
-        async def one(path: str, size: int) -> None:
+        async def one(path: str) -> None:
             async with slots:
-                try:
-                    ref = FileRef(lib.id, space, decode_file_path(path))
-                    options = PreviewOptions(Sizing(Fit.SQUARE, size))
-                    decision = await previews.preview(lib, folder, ref, options,
-                                                      Grant(public=lib.space_public(space)))
-                except ApiError as exc:
-                    summary.failed[f"{exc.code}: {exc.message}"] += 1
-                else:
+                for size in sizes:
+                    try:
+                        ref = FileRef(lib.id, space, decode_file_path(path))
+                        options = PreviewOptions(Sizing(Fit.SQUARE, size))
+                        decision = await previews.preview(lib, folder, ref, options,
+                                                          Grant(public=lib.space_public(space)))
+                    except ApiError as exc:
+                        summary.failed[f"{exc.code}: {exc.message}"] += 1
+                        return
                     if decision.cache_hit:
                         summary.skipped += 1
                     else:
@@ -83,8 +85,8 @@ async def warm(config: Config, lib: LibraryConfig, space: str, sizes: list[int],
         columns = (BarColumn(), MofNCompleteColumn(), TaskProgressColumn(), "{task.fields[rate]}/s",
                    TimeRemainingColumn())
         with Progress(*columns, disable=not progress) as bar:
-            task = bar.add_task("warm", total=len(jobs), rate="0.0")
-            for done, coro in enumerate(asyncio.as_completed([one(p, s) for p, s in jobs]), 1):
+            task = bar.add_task("warm", total=len(files), rate="0.0")  # files a second
+            for done, coro in enumerate(asyncio.as_completed([one(p) for p in files]), 1):
                 await coro
                 elapsed = time.perf_counter() - started
                 bar.update(task, completed=done, rate=f"{done / elapsed:.1f}" if elapsed else "0.0")

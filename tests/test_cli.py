@@ -47,7 +47,7 @@ def test_warm_renders_once_then_skips(tmp_path: Path, media: Path,
     out = capsys.readouterr().out
     # broken.jpg cannot be decoded: reported with its reason, the rest rendered
     assert f"rendered {2 * (len(previewable) - 1)}, skipped 0" in out
-    assert "2 x UnsupportedMedia" in out
+    assert "1 x UnsupportedMedia" in out and "failed 1 files" in out  # once per file, not per size
     assert len(renders(tmp_path / "cache")) == 2 * (len(previewable) - 1)
     assert main(["warm", "--config", str(config), "--library", "lib", "--sizes", "64", "--quiet",
                  "landscape.jpg", "portrait.jpg"]) == 0
