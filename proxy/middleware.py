@@ -29,6 +29,7 @@ REQUEST_ID = web.RequestKey("request_id", str)  # request-scoped values for the 
 CACHE = web.RequestKey("cache", str)            # "hit" / "miss" / None for the log line
 USER = web.RequestKey("user", str)              # the user an admin token acts as, for the log line
 LOG_PATH = web.RequestKey("log_path", str)      # logged instead of request.path (a token in the path)
+ABORTED = web.RequestKey("aborted", str)        # why a response was cut off after its status line
 
 
 def error_response(request: web.Request, exc: ApiError, request_id: str) -> web.Response:
@@ -116,6 +117,8 @@ def make_middleware(metrics: Metrics, access_log: AccessLog
                 line += f', "cache": "{cache}"'
             if user := request.get(USER):
                 line += f', "user": {json.dumps(user, ensure_ascii=False)}'
+            if aborted := request.get(ABORTED):  # a code or "client_gone": no escaping needed
+                line += f', "aborted": "{aborted}"'
             access_log.add(line + "}")
         return response
 

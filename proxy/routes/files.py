@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import logging
+from contextlib import aclosing
 
 from aiohttp import web
 
@@ -13,7 +13,7 @@ from ..errors import ApiError, NotFound
 from ..keys import CACHE as DISK_CACHE
 from ..keys import CONFIG, DECISIONS, METRICS, ORIGINS, PREVIEWS, STORE
 from ..media import kind_of, original_content_type
-from ..middleware import CACHE, USER
+from ..middleware import ABORTED, CACHE, REQUEST_ID, USER, errors_log
 from ..request import (
     FileRef,
     accepted_format,
@@ -26,7 +26,6 @@ from ..request import (
 )
 from ..service import negotiate
 
-log = logging.getLogger("proxy")
 FILE_PREFIX = "/api/v1/file/"
 # Originals are the users' files, served on our host: never let one run as a page (an SVG or HTML
 # with a script). The same headers are in the generated nginx.conf.
@@ -144,24 +143,36 @@ async def stream_original(request: web.Request, lib: LibraryConfig, space: str, 
     if st.local_path:
         response = web.FileResponse(st.local_path, headers=headers)
         return response
+    # the middleware adds the id to a returned response; this one is sent before it returns
+    headers["X-Request-Id"] = request[REQUEST_ID]
     origin = request.app[ORIGINS][lib.id]
-    chunks = origin.stream(space, ref.path, st)
-    first = await anext(chunks, b"")  # errors before the status line is sent are still JSON errors
-    # no Content-Length from the (possibly older) stat: the bytes come from this GET; chunked
-    response = web.StreamResponse(status=200, headers=headers)
-    await response.prepare(request)
-    if request.method != "HEAD":
-        await response.write(first)
-        try:
-            async for chunk in chunks:
-                await response.write(chunk)
-        except ApiError as exc:
-            # the 200 is sent: only a body cut short (the connection closed, no last chunk) tells the
-            # client; a JSON error here would be taken for the file's last bytes
-            log.warning(json.dumps({"event": "original_cut", "library": lib.id, "error": exc.message}))
-            response.force_close()
-            if request.transport is not None:
-                request.transport.close()
-            return response
+    # closed however this ends (HEAD, a client that hangs up, an origin that fails): the origin's
+    # connection is released now, not whenever the generator is collected
+    async with aclosing(origin.stream(space, ref.path, st)) as chunks:
+        first = await anext(chunks, b"")  # errors before the status line is sent are still JSON errors
+        # no Content-Length from the (possibly older) stat: the bytes come from this GET; chunked
+        response = web.StreamResponse(status=200, headers=headers)
+        await response.prepare(request)
+        if request.method != "HEAD":
+            try:
+                await response.write(first)
+                async for chunk in chunks:
+                    await response.write(chunk)
+            except ApiError as exc:  # the origin failed after the 200 went out
+                abort_stream(request, exc.code, exc.message)
+                return response
+            except ConnectionError:  # the client hung up
+                request[ABORTED] = "client_gone"
+                return response
     await response.write_eof()
     return response
+
+
+def abort_stream(request: web.Request, code: str, message: str) -> None:
+    """Break a response whose status line has gone out: the client sees a failed transfer (no last
+    chunk), never a short body that looks whole; the log says what happened."""
+    request[ABORTED] = code
+    errors_log.warning(json.dumps({"event": "stream_aborted", "id": request[REQUEST_ID],
+                                   "path": request.path, "code": code, "message": message}))
+    if request.transport is not None:
+        request.transport.abort()
