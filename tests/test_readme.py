@@ -53,12 +53,12 @@ def expected_lines(body: str) -> list[str]:
             if line.startswith("# ") and line[2:].split("...")[0].strip()]
 
 
-@pytest.mark.skipif(os.environ.get("PREVIEW_PROXY_README_TEST") == "0", reason="disabled by the caller")
+@pytest.mark.skipif(os.environ.get("README_TEST_NESTED") == "0", reason="disabled by the caller")
 def test_every_readme_command_runs_on_a_fresh_copy(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     copy_tree(repo)
     port = free_port()
-    env = {**os.environ, "PREVIEW_PROXY_SERVER_PORT": str(port), "PREVIEW_PROXY_README_TEST": "0"}
+    env = {**os.environ, "PREVIEW_PROXY_SERVER_PORT": str(port), "README_TEST_NESTED": "0"}
     env.pop("PREVIEW_PROXY_CONFIG", None)
     server: subprocess.Popen[bytes] | None = None
     ran = 0
