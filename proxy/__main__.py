@@ -94,7 +94,8 @@ def _nginx_conf(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
         upstreams = args.upstream or [f"{config.server.host}:{config.server.port}"]
-        print(render_nginx_conf(config, args.listen, upstreams, user=args.user), end="")
+        perl = {"": None, "none": ""}.get(args.perl_module, args.perl_module)
+        print(render_nginx_conf(config, args.listen, upstreams, user=args.user, perl=perl), end="")
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -293,6 +294,9 @@ def main(argv: list[str] | None = None) -> int:
     conf.add_argument("--upstream", action="append", metavar="HOST:PORT",
                       help="a proxy process or node; repeat for several (default: [server] host:port)")
     conf.add_argument("--user", default="", help="nginx worker user (when nginx starts as root)")
+    conf.add_argument("--perl-module", default="", metavar="PATH",
+                      help="nginx's ngx_http_perl_module.so where that nginx runs, or 'none' (default: "
+                           "found on this machine); it counts signed assets' max-age")
     args = parser.parse_args(argv)
     if args.config is None:
         args.config = os.environ.get("PREVIEW_PROXY_CONFIG") or DEFAULT_CONFIG

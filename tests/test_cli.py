@@ -102,6 +102,21 @@ def test_nginx_conf_prints_a_config(tmp_path: Path, media: Path, capsys: pytest.
     assert main(["nginx-conf", "--config", str(config), "--listen", "nonsense"]) == 2
 
 
+def test_nginx_conf_names_the_perl_module_of_the_nginx_host(tmp_path: Path, media: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """nginx may run elsewhere (its own container): where its perl module is can be said, or that it
+    has none (then signed assets say ``private, no-cache``)."""
+    config = write_config(tmp_path / "signed.toml", config_raw(tmp_path, media, cache={"sign_secret": "x"}))
+    base = ["nginx-conf", "--config", str(config), "--listen", "127.0.0.1:8081"]
+    assert main([*base, "--perl-module", "/etc/nginx/modules/ngx_http_perl_module.so"]) == 0
+    out = capsys.readouterr().out
+    assert "load_module /etc/nginx/modules/ngx_http_perl_module.so;" in out
+    assert "private, max-age=$preview_private_max_age" in out
+    assert main([*base, "--perl-module", "none"]) == 0
+    out = capsys.readouterr().out
+    assert "load_module" not in out and "perl_set" not in out and "private, no-cache" in out
+
+
 async def test_start_up_warns_of_an_unreachable_origin(
         aiohttp_client, make_config, caplog: pytest.LogCaptureFixture) -> None:
     import asyncio
