@@ -38,6 +38,9 @@ from bench_core import BARE, corpus_photos, free_port, write_section
 from peers_procs import PeakRss, Procs, tree_cpu, wait_http, wrk
 from peers_report import Stat, chart, profile_table, report
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from proxy.links import parse_render_uri
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 OUT = BENCH / "out"
@@ -244,8 +247,9 @@ def main() -> None:
         answer = conn.getresponse()
         answer.read()
         location = answer.headers["Location"]
-        cache_dir = tmp / "cache-yunet"
-        asset = cache_dir / location.split("/_assets/", 1)[1]
+        described = parse_render_uri(location.split("/_assets/", 1)[1].partition("?")[0])
+        assert described is not None, location
+        asset = tmp / "cache-auto" / described.rel
         (tmp / "static").mkdir()
         shutil.copyfile(asset, tmp / "static" / "preview.jpg")
         pport, gport = free_port(), free_port()
@@ -259,7 +263,7 @@ def main() -> None:
         wait_http(gport)
 
         peers = [
-            Peer("preview-proxy face-aware (YuNet), cold", "cold", face_pid,
+            Peer("preview-proxy face-aware (YuNet_n), cold", "cold", face_pid,
                  f"http://127.0.0.1:{face_port}/api/v1/file/lib/-", 302, "unique"),
             Peer("preview-proxy centre crop, cold", "cold", centre_pid,
                  f"http://127.0.0.1:{centre_port}/api/v1/file/lib/-", 302, "unique"),
@@ -267,7 +271,7 @@ def main() -> None:
                  thumbor.pid, f"http://127.0.0.1:{tport}", 200, "thumbor"),
             Peer("sharp 0.34 attention", "cold", sharp.pid, f"http://127.0.0.1:{sport}", 200, "sharp"),
             Peer("sharp 0.34 centre", "cold", sharp.pid, f"http://127.0.0.1:{sport}", 200, "sharp-centre"),
-            Peer("floor: raw pyvips + YuNet 640 px", "floor", mode="faces"),
+            Peer("floor: raw pyvips + YuNet_n 320 px", "floor", mode="faces"),
             Peer("floor: raw pyvips centre", "floor", mode="centre"),
             Peer("bare aiohttp fixed 302", "hot", bare.pid, url=f"http://127.0.0.1:{bport}{hot_path}"),
             Peer("preview-proxy cached 302", "hot", face_pid, url=f"http://127.0.0.1:{face_port}{hot_path}"),

@@ -100,47 +100,44 @@ class YuNet:
         blob[0, :, :height, :width] = rgb.transpose(2, 0, 1)[::-1]  # YuNet was trained on BGR
         heads = dict(zip((o.name for o in self._session.get_outputs()),
                          self._session.run(None, {self._input: blob}), strict=True))
-        faces = decode(heads, padded_w, SCORE)
-        return [f for f in nms(faces, NMS_IOU)[:MAX_FACES] if f.x < width and f.y < height]
+        kept = nms(decode(heads, padded_w, SCORE), NMS_IOU)[:MAX_FACES]
+        return [Face(*map(float, row)) for row in kept if row[0] < width and row[1] < height]
 
 
-def decode(heads: dict[str, np.ndarray], width: int, threshold: float) -> list[Face]:
-    """Boxes from YuNet's raw heads for an input ``width`` pixels wide: one prior per cell of each
-    stride's grid, score = sqrt(cls * obj), centre offset in cells, size as log of cells."""
-    faces: list[Face] = []
+def decode(heads: dict[str, np.ndarray], width: int, threshold: float) -> np.ndarray:
+    """Boxes (rows of x, y, w, h, score) from YuNet's raw heads for an input ``width`` pixels wide:
+    one prior per cell of each stride's grid, score = sqrt(cls * obj), centre offset in cells, size
+    as log of cells."""
+    rows = [np.empty((0, 5))]
     for stride in STRIDES:
         cols = width // stride
         cls = np.clip(heads[f"cls_{stride}"][0, :, 0], 0.0, 1.0)
         obj = np.clip(heads[f"obj_{stride}"][0, :, 0], 0.0, 1.0)
         score = np.sqrt(cls * obj)
         cells = np.flatnonzero(score >= threshold)
-        if not cells.size:
-            continue
         box = heads[f"bbox_{stride}"][0, cells].astype(np.float64)
-        cx = (cells % cols + box[:, 0]) * stride
-        cy = (cells // cols + box[:, 1]) * stride
         w, h = np.exp(box[:, 2]) * stride, np.exp(box[:, 3]) * stride
-        faces += [Face(float(x - bw / 2), float(y - bh / 2), float(bw), float(bh), float(s))
-                  for x, y, bw, bh, s in zip(cx, cy, w, h, score[cells], strict=True)]
-    return faces
+        x = (cells % cols + box[:, 0]) * stride - w / 2
+        y = (cells // cols + box[:, 1]) * stride - h / 2
+        rows.append(np.column_stack((x, y, w, h, score[cells])))
+    return np.concatenate(rows)
 
 
-def nms(faces: list[Face], iou: float) -> list[Face]:
-    """Greedy non-maximum suppression: best score first, dropping boxes overlapping a kept one."""
-    kept: list[Face] = []
-    for face in sorted(faces, key=lambda f: -f.score):
-        if all(_iou(face, k) <= iou for k in kept):
-            kept.append(face)
-    return kept
-
-
-def _iou(a: Face, b: Face) -> float:
-    w = min(a.x + a.w, b.x + b.w) - max(a.x, b.x)
-    h = min(a.y + a.h, b.y + b.h) - max(a.y, b.y)
-    if w <= 0 or h <= 0:
-        return 0.0
-    inter = w * h
-    return inter / (a.w * a.h + b.w * b.h - inter)
+def nms(boxes: np.ndarray, iou: float) -> np.ndarray:
+    """Greedy non-maximum suppression over rows of x, y, w, h, score: best score first, dropping
+    the boxes that overlap a kept one by more than ``iou``. Vectorised: a face has dozens of
+    overlapping candidates."""
+    x0, y0, w, h = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
+    x1, y1, area = x0 + w, y0 + h, w * h
+    order = np.argsort(-boxes[:, 4], kind="stable")
+    kept: list[int] = []
+    while order.size:
+        best, rest = order[0], order[1:]
+        kept.append(int(best))
+        inter = (np.clip(np.minimum(x1[best], x1[rest]) - np.maximum(x0[best], x0[rest]), 0, None)
+                 * np.clip(np.minimum(y1[best], y1[rest]) - np.maximum(y0[best], y0[rest]), 0, None))
+        order = rest[inter / (area[best] + area[rest] - inter) <= iou]
+    return boxes[kept]
 
 
 _lock = threading.Lock()

@@ -242,20 +242,21 @@ def test_decode_places_boxes_by_stride_cell_and_offset() -> None:
     raw = heads(64, 96, {(8, 2, 3): (0.9, 0.5, 0.5, math.log(2), math.log(3)),
                          (32, 1, 1): (0.7, 0.0, 0.25, 0.0, math.log(0.5)),
                          (16, 0, 0): (0.5, 0.0, 0.0, 0.0, 0.0)})  # under the threshold
-    found = sorted(faces_module.decode(raw, 64, 0.6), key=lambda f: -f.score)
+    found = sorted(faces_module.decode(raw, 64, 0.6).tolist(), key=lambda row: -row[4])
     # stride 8, cell (row 2, col 3): centre (3.5, 2.5) cells = (28, 20) px, 2 x 3 cells = 16 x 24 px
-    assert [round(v, 3) for v in (found[0].x, found[0].y, found[0].w, found[0].h)] == [20, 8, 16, 24]
+    assert [round(v, 3) for v in found[0][:4]] == [20, 8, 16, 24]
     # stride 32, cell (1, 1): centre (32, 40) px, 32 x 16 px
-    assert [round(v, 3) for v in (found[1].x, found[1].y, found[1].w, found[1].h)] == [16, 32, 32, 16]
-    assert len(found) == 2 and found[0].score == pytest.approx(0.9)
+    assert [round(v, 3) for v in found[1][:4]] == [16, 32, 32, 16]
+    assert len(found) == 2 and found[0][4] == pytest.approx(0.9)
 
 
 def test_nms_keeps_the_best_of_overlapping_boxes_and_every_separate_one() -> None:
-    a, b = Face(10, 10, 40, 40, 0.9), Face(14, 12, 40, 40, 0.8)  # IoU ~0.75: one face
-    c = Face(100, 10, 40, 40, 0.7)  # elsewhere
-    d = Face(30, 10, 40, 40, 0.95)  # IoU 0.33 with a and 0.40 with b, over 0.3: drops both
-    assert faces_module.nms([a, b, c], 0.3) == [a, c]
-    assert faces_module.nms([c, b, a, d], 0.3) == [d, c]
+    a, b = [10, 10, 40, 40, 0.9], [14, 12, 40, 40, 0.8]  # IoU ~0.75: one face
+    c = [100, 10, 40, 40, 0.7]  # elsewhere
+    d = [30, 10, 40, 40, 0.95]  # IoU 0.33 with a and 0.40 with b, over 0.3: drops both
+    assert faces_module.nms(np.array([a, b, c]), 0.3).tolist() == [a, c]
+    assert faces_module.nms(np.array([c, b, a, d]), 0.3).tolist() == [d, c]
+    assert faces_module.nms(np.empty((0, 5)), 0.3).shape == (0, 5)
 
 
 def crowd(tiles: int, tile: int) -> np.ndarray:
