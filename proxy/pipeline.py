@@ -13,6 +13,7 @@ import pyvips
 from .animated import is_animated, render_animated
 from .config import Config
 from .debug import render_debug
+from .errors import UnsupportedMedia
 from .faces import Detection, find_faces
 from .render import Rendered, Source, probe, render_still_faces
 from .request import PreviewOptions
@@ -36,7 +37,17 @@ class Outcome:
 
 
 def render(job: Job, config: Config) -> Outcome:
-    """Render ``job``; raises ApiError subclasses (413, 415) for sources it must refuse."""
+    """Render ``job``; raises ApiError subclasses (413, 415) for sources it must refuse.
+
+    The module boundary for libvips: an error no pipeline typed itself (a video frame, the face debug
+    view) is still a 415 for the source, never a 500 with a traceback in the log."""
+    try:
+        return _render(job, config)
+    except pyvips.Error:
+        raise UnsupportedMedia() from None
+
+
+def _render(job: Job, config: Config) -> Outcome:
     faces = job.faces or ()
     detections: list[Detection] = []
 
