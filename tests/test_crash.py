@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import threading
 import time
@@ -56,29 +57,46 @@ def in_background(svc: Service, paths: list[str]) -> tuple[list[threading.Thread
     return threads, results
 
 
-def test_kill_9_mid_render_leaves_nothing_served_partial(service: Service, tmp_path: Path) -> None:
+def temp_files(cache: Path) -> list[Path]:
+    return [p for p in cache.rglob(".tmp-*") if p.is_file()] if cache.is_dir() else []
+
+
+def stop_mid_write(proc_pid: int, cache: Path, attempts: int = 200_000) -> Path | None:
+    """Watch the cache for a render being written (its temp file) and freeze the service right then
+    (SIGSTOP): the write is caught in progress, not guessed at with a sleep. The temp file, or None."""
+    for _ in range(attempts):
+        if temp_files(cache):
+            os.kill(proc_pid, signal.SIGSTOP)
+            if still := temp_files(cache):  # not renamed between the look and the stop
+                return still[0]
+            os.kill(proc_pid, signal.SIGCONT)
+    return None
+
+
+def test_kill_9_mid_write_leaves_nothing_served_partial(service: Service, tmp_path: Path) -> None:
     service.start()
-    paths = [f"/api/v1/file/lib/-/big{i % 4}.png?preview&size={200 + i}" for i in range(12)]
-    in_background(service, paths)
-    time.sleep(0.6)  # renders in flight, some written, some not
     assert service.proc is not None
+    cache = tmp_path / "cache"
+    # full-size renders of 6 MP noise: big PNG writes, each a window to be caught in
+    partial, paths = None, []
+    for batch in range(3):  # a batch's writes may all slip between two looks: then another batch
+        more = [f"/api/v1/file/lib/-/big{i % 4}.png?preview&scale={60 + 10 * batch + i}" for i in range(10)]
+        paths += more
+        in_background(service, more)
+        if (partial := stop_mid_write(service.proc.pid, cache)) is not None:
+            break
     service.proc.send_signal(signal.SIGKILL)
     service.proc.wait(10)
-    cache = tmp_path / "cache"
-    # a crash in the middle of a write leaves a temp file like this one behind
-    some = next(iter(renders(cache)), None)
-    shard = some.parent if some else cache / "lib" / "aa" / "bb"
-    shard.mkdir(parents=True, exist_ok=True)
-    partial = shard / f".tmp-{'a' * 40}.png.{999999}.deadbeef"
-    partial.write_bytes(b"\x89PNG\r\n\x1a\n half a file")
+    assert partial is not None, "no render write was caught in progress"
+    assert partial.exists()  # the dead writer's temp file, as the kill left it
     service.start()
     assert not partial.exists(), "a temp file of a dead writer survived the restart"
-    assert not [p for p in cache.rglob(".tmp-*")]
+    assert temp_files(cache) == []
     # every render on disk is whole, and every answer after the restart serves a whole image
     for path in renders(cache):
         image = pyvips.Image.new_from_file(str(path), fail_on="warning")
         assert image.avg() > 0
-    for p in paths:
+    for p in paths[:4]:
         status, headers, _ = service.get(p)
         assert status == 302
         location = urlsplit(headers["location"])
@@ -87,16 +105,28 @@ def test_kill_9_mid_render_leaves_nothing_served_partial(service: Service, tmp_p
         pyvips.Image.new_from_buffer(body, "", fail_on="warning").avg()
 
 
+def renders_running(service: Service) -> float:
+    text = service.get("/metrics")[2].decode()
+    return sum(float(v) for v in re.findall(r"^preview_renders_running(?:\{[^}]*\})? ([\d.]+)", text, re.M))
+
+
 def test_sigterm_finishes_in_flight_and_exits_0(service: Service) -> None:
     service.start()
     paths = [f"/api/v1/file/lib/-/big{i}.png?preview&size=300" for i in range(3)]
     threads, results = in_background(service, paths)
-    time.sleep(0.3)  # in flight: decoding a 6 MP PNG each
+    while renders_running(service) < 2:  # both render threads busy: renders are in flight
+        time.sleep(0.01)
     assert service.proc is not None
     service.proc.send_signal(signal.SIGTERM)
-    time.sleep(0.2)
-    with pytest.raises(OSError):  # no longer accepting
-        service.get("/healthz", timeout=2)
+    refused = False
+    for _ in range(500):  # until it stops accepting (it must, long before the renders end)
+        try:
+            service.get("/healthz", timeout=2)
+        except OSError:
+            refused = True
+            break
+        time.sleep(0.01)
+    assert refused, "still accepting after SIGTERM"
     assert service.proc.wait(30) == 0
     for t in threads:
         t.join(10)

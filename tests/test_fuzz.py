@@ -84,7 +84,7 @@ def raw_get(server: Service, target: str, method: str = "GET") -> tuple[int, dic
 
 
 def assert_clean(status: int, headers: dict[str, str], body: bytes, method: str = "GET") -> None:
-    assert status < 500 or status in (502, 504), (status, body[:300])
+    assert status < 500, (status, body[:300])  # every library is a local folder: no origin to blame
     if status in (302, 304) or 200 <= status < 300:
         return
     assert "x-request-id" in headers

@@ -13,8 +13,10 @@ import pyvips
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from conftest import ConfigFactory, renders
+from test_api import metric
 
 from proxy.app import create_app
+from proxy.keys import POOL
 
 SLOTS, QUEUE = 1, 2
 
@@ -57,9 +59,13 @@ async def test_cached_requests_are_not_refused_under_load(aiohttp_client: Any, m
     config = make_config(limits={"render_concurrency": SLOTS, "queue_limit": QUEUE})
     client = await aiohttp_client(create_app(config))
     assert (await cold(client, "landscape.jpg", 64))[0] == 302
+    pool = client.app[POOL]
     load = [asyncio.create_task(cold(client, name, 100 + i)) for i in range(8)]
-    await asyncio.sleep(0.05)
+    while pool.admitted < SLOTS + QUEUE:  # until every ticket is out: the queue is full
+        await asyncio.sleep(0.005)
     assert (await cold(client, "landscape.jpg", 64))[0] == 302
+    assert pool.admitted == SLOTS + QUEUE  # it was still full when the cached request was answered
+    assert (await cold(client, name, 99))[0] == 429  # (a render, by contrast, is refused)
     await asyncio.gather(*load)
 
 
@@ -75,7 +81,7 @@ async def test_a_client_going_away_does_not_cancel_the_render(aiohttp_client: An
     # the patient one asks for the same render meanwhile and gets it
     resp = await client.get(url, allow_redirects=False)
     assert resp.status == 302
-    await asyncio.sleep(0.1)
+    assert await metric(client, "preview_render_seconds_count") == 1  # one render, not cancelled and redone
     assert len(renders(tmp_path / "cache", ".png")) == 1
 
 
@@ -95,6 +101,7 @@ async def test_one_render_for_many_waiters_of_which_some_leave(aiohttp_client: A
 
     results = await asyncio.gather(*(leaver() for _ in range(5)), *(stayer() for _ in range(10)))
     assert [r for r in results if r is not None] == [302] * 10
+    assert await metric(client, "preview_render_seconds_count") == 1
 
 
 class SlowOrigin:

@@ -37,24 +37,55 @@ async def test_json_round_trip_and_delete(store: Store) -> None:
     assert await store.get_json("faces", "k") is None
 
 
+# TTLs are read from the store (Redis' PTTL, the memory backend's expiry timer) and expiry is made to
+# happen now, instead of sleeping past them on the wall clock.
+
+
+async def remaining(store: Store, ns: str, key: str) -> float | None:
+    """Seconds until ``(ns, key)`` expires; None when it has no expiry or does not exist."""
+    full = store.key(ns, key)
+    if isinstance(store, RedisStore):
+        ms = await store._cache.client.pttl(full)
+        return None if ms < 0 else ms / 1000
+    handle = store._cache._handlers.get(full)
+    return None if handle is None else handle.when() - asyncio.get_running_loop().time()
+
+
+async def expire_now(store: Store, ns: str, key: str) -> None:
+    """What the end of ``(ns, key)``'s TTL does, now."""
+    full = store.key(ns, key)
+    if isinstance(store, RedisStore):
+        await store._cache.client.pexpire(full, 1)
+        while await store._cache.client.exists(full):
+            await asyncio.sleep(0.001)
+    else:
+        store._cache._handlers[full]._run()
+
+
 async def test_ttl_expires_and_touch_restarts_it(store: Store) -> None:
     await store.set_json("v", "short", [1], ttl=1)
     await store.set_json("v", "kept", [2], ttl=1)
-    await asyncio.sleep(0.6)
+    await store.set_json("v", "forever", [3])
+    assert 0 < (await remaining(store, "v", "short") or 0) <= 1
+    assert await remaining(store, "v", "forever") is None
     assert await store.touch("v", "kept", 3) is True
     assert await store.touch("v", "missing", 3) is False
-    await asyncio.sleep(0.7)
+    assert 2 < (await remaining(store, "v", "kept") or 0) <= 3  # restarted at 3 s
+    assert (await remaining(store, "v", "short") or 0) <= 1      # untouched
+    await expire_now(store, "v", "short")
     assert await store.get_json("v", "short") is None
     assert await store.get_json("v", "kept") == [2]
 
 
 async def test_sliding_get_restarts_the_ttl_from_the_value(store: Store) -> None:
     await store.set_json("token", "t", {"period": 3}, ttl=1)
-    await asyncio.sleep(0.6)
+    assert (await remaining(store, "token", "t") or 0) <= 1
     assert await store.get_json_sliding("token", "t", "period") == {"period": 3}
-    await asyncio.sleep(0.7)
+    assert 2 < (await remaining(store, "token", "t") or 0) <= 3  # the value's period, not the first ttl
     assert await store.get_json("token", "t") == {"period": 3}
     assert await store.get_json_sliding("token", "missing", "period") is None
+    await expire_now(store, "token", "t")
+    assert await store.get_json_sliding("token", "t", "period") is None
 
 
 async def test_string_sets(store: Store) -> None:
