@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 import pyvips
-from conftest import CORPUS, astronaut, needs_corpus, preview
+from conftest import CORPUS, astronaut, config_raw, needs_corpus, preview, write_config
 
 from proxy import faces as faces_module
 from proxy import service
@@ -295,18 +295,17 @@ def serve(config: Path, prefix: tuple[str, ...] = ()) -> subprocess.CompletedPro
                           cwd=Path(__file__).resolve().parent.parent)
 
 
-def write_config(folder: Path, model: Path) -> Path:
-    config = folder / "c.toml"
-    config.write_text(f'[cache]\ndir = "{folder / "cache"}"\n[faces]\nmodel = "{model}"\n'
-                      f'[[libraries]]\nid = "lib"\norigin = "{folder}"\nsecret = "x"\n')
-    return config
+def model_config(folder: Path, model: Path) -> Path:
+    raw = config_raw(folder, folder, faces={"detector": "auto", "model": str(model)},
+                     libraries=[{"id": "lib", "origin": str(folder), "secret": "x"}])
+    return write_config(folder / "c.toml", raw)
 
 
 def test_serve_stops_on_a_truncated_model_with_one_line(tmp_path: Path) -> None:
     model = tmp_path / "model.onnx"
     model.write_bytes(SHIPPED.read_bytes()[:1000])
     started = time.monotonic()
-    done = serve(write_config(tmp_path, model))
+    done = serve(model_config(tmp_path, model))
     assert done.returncode != 0 and time.monotonic() - started < 30
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and str(model) in lines[0] and "Traceback" not in done.stderr, done.stderr
@@ -320,6 +319,6 @@ def test_serve_stops_on_a_model_it_cannot_read(tmp_path: Path) -> None:
     model.write_bytes(SHIPPED.read_bytes())
     model.chmod(0)
     no_override = ("setpriv", "--bounding-set=-dac_override,-dac_read_search", "--")
-    done = serve(write_config(tmp_path, model), no_override if os.geteuid() == 0 else ())
+    done = serve(model_config(tmp_path, model), no_override if os.geteuid() == 0 else ())
     lines = done.stderr.strip().splitlines()
     assert done.returncode != 0 and len(lines) == 1 and str(model) in lines[0], done.stderr

@@ -85,3 +85,15 @@ def test_the_demo_folder_is_seeded_for_a_valid_config(tmp_path: Path) -> None:
         assert any(demo.iterdir())
     finally:
         assert service.stop() == 0
+
+
+@pytest.mark.parametrize("extra", WORKERS, ids=["one process", "two workers"])
+def test_a_model_that_cannot_load(tmp_path: Path, media: Path, extra: list[str]) -> None:
+    from proxy.faces import MODEL_DIR, MODEL_NAME
+
+    model = tmp_path / "model.onnx"
+    model.write_bytes((MODEL_DIR / MODEL_NAME).read_bytes()[:1000])  # truncated
+    config = write_config(tmp_path / "config.toml", config_raw(
+        tmp_path, media, faces={"detector": "auto", "model": str(model)}))
+    result = serve(config, free_port(), *extra)
+    assert_one_line(result, str(model))
