@@ -25,6 +25,7 @@ from .middleware import AccessLog, make_middleware
 from .origin import check_origins, fresh_spool, make_origin
 from .pool import RenderPool
 from .render import configure_vips
+from .renderstore import RenderStore
 from .routes.assets import asset_route
 from .routes.docs import openapi
 from .routes.files import FILE_PREFIX, file_route, mount_route
@@ -52,7 +53,9 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
     origins = {lib.id: make_origin(lib.origin, config.limits, io, spool, lib.s3) for lib in config.libraries}
     app[POOL], app[CACHE], app[ORIGINS] = pool, cache, origins
     app[STORE] = open_store(config.store.url)
-    app[PREVIEWS] = Previews(config, origins, cache, pool, app[METRICS], app[STORE])
+    renders = None if config.render_store is None else RenderStore(config.render_store, app[METRICS],
+                                                                    config.limits.origin_timeout)
+    app[PREVIEWS] = Previews(config, origins, cache, pool, app[METRICS], app[STORE], renders)
     app[DECISIONS] = Decisions(config.cache.version_ttl)
     app[EVICTOR] = evictor = Evictor(config.cache.dir, config.cache.max_size, io, config.cache.version_ttl,
                                      config.cache.evict_grace)
@@ -65,6 +68,8 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
     for origin in origins.values():
         await origin.close()
     await app[STORE].close()
+    if renders is not None:
+        await renders.close()
     # finish in-flight renders (SIGTERM): the pool is drained, not cancelled
     pool.shutdown()
     io.shutdown(wait=True)

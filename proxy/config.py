@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from .cpus import usable_cpus
-from .s3config import S3Config, parse_s3_origin, s3_config, unknown_s3_variables
+from .s3config import (
+    RENDER_STORE_ID,
+    RenderStoreConfig,
+    S3Config,
+    parse_s3_origin,
+    render_store_config,
+    s3_config,
+    unknown_s3_variables,
+)
 from .types import Secret
 
 __all__ = ["S3Config"]  # re-exported: the S3 settings are a part of the config like the others
@@ -154,6 +162,7 @@ class Config:
     video: VideoConfig = field(default_factory=VideoConfig)
     libraries: tuple[LibraryConfig, ...] = ()
     source: str = "<defaults>"
+    render_store: RenderStoreConfig | None = None  # renders shared by every host (S3-compatible)
 
     def library(self, library_id: str) -> LibraryConfig | None:
         for lib in self.libraries:
@@ -427,7 +436,7 @@ def build_config(raw: dict[str, Any], env: dict[str, str] | None = None, source:
     env = {} if env is None else env
     problems: list[str] = []
     for key in raw:
-        if key not in _SECTIONS and key != "libraries":
+        if key not in _SECTIONS and key not in ("libraries", "render_store"):
             problems.append(f"[{key}]: unknown section")
     _unknown_env_sections(env, problems)
     sections = {}
@@ -447,7 +456,9 @@ def build_config(raw: dict[str, Any], env: dict[str, str] | None = None, source:
         lib = _library(i, lib_raw, problems, env, check_folders)
         if lib is not None:
             libraries.append(lib)
-    problems += unknown_s3_variables([lib.id for lib in libraries if lib.is_s3], env)
+    render_store = render_store_config(raw.get("render_store"), env, problems)
+    problems += unknown_s3_variables([lib.id for lib in libraries if lib.is_s3]
+                                     + [RENDER_STORE_ID] * bool(render_store), env)
     libraries = _library_env(libraries, env, problems)
     ids = [lib.id for lib in libraries]
     for dup in sorted({x for x in ids if ids.count(x) > 1}):
@@ -477,4 +488,4 @@ def build_config(raw: dict[str, Any], env: dict[str, str] | None = None, source:
                         "otherwise know only its own tokens)")
     if problems:
         raise ConfigError(source, problems)
-    return Config(libraries=tuple(libraries), source=source, **sections)
+    return Config(libraries=tuple(libraries), source=source, render_store=render_store, **sections)

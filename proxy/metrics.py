@@ -47,6 +47,8 @@ class Metrics:
                                  multiprocess_mode="livesum")
         self.renders_running = Gauge("preview_renders_running", "Renders in progress", registry=r,
                                      multiprocess_mode="livesum")
+        self.render_store = Counter("preview_render_store", "Shared render store: hit, miss, error",
+                                    ["result"], registry=r)
         self.rejected = Counter("preview_rejected", "Renders refused with 429 (queue full)", registry=r)
 
 

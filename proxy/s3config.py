@@ -103,3 +103,35 @@ def unknown_s3_variables(library_ids: list[str], env: dict[str, str]) -> list[st
     return [f"{name} (environment): names no key of an s3:// library (expected one of "
             f"{', '.join(sorted(expected)) or 'none: no library has an s3:// origin'})"
             for name in sorted(env) if name.startswith(S3_ENV_PREFIX) and name not in expected]
+
+
+RENDER_STORE_ID = "render-store"  # its keys' variables: PREVIEW_PROXY_S3_RENDER_STORE_ACCESS_KEY_ID, ...
+
+
+@dataclass(frozen=True, slots=True)
+class RenderStoreConfig:
+    """``[render_store]``: the optional render store shared by every host (``renderstore.py``)."""
+
+    bucket: str
+    prefix: str
+    s3: S3Config
+
+
+def render_store_config(raw: Any, env: dict[str, str], problems: list[str]) -> RenderStoreConfig | None:
+    """``[render_store] url = "s3://bucket/prefix"`` and the ``[libraries.s3]`` keys beside it; None when
+    the section or its url is absent."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        problems.append("[render_store]: expected a table")
+        return None
+    url = raw.get("url", "")
+    if not url:
+        return None
+    where = "[render_store]"
+    parsed = parse_s3_origin(url) if isinstance(url, str) and url.startswith("s3://") else None
+    if parsed is None:
+        problems.append(f"{where} url: expected s3://bucket or s3://bucket/prefix, got {url!r}")
+        return None
+    s3 = s3_config(where, RENDER_STORE_ID, {k: v for k, v in raw.items() if k != "url"}, env, problems)
+    return RenderStoreConfig(parsed[0], parsed[1], s3)

@@ -34,6 +34,7 @@ from .metrics import Metrics
 from .origin import Origin, SourceStat, discard
 from .pipeline import Job, render
 from .pool import RenderPool
+from .renderstore import RenderStore
 from .request import (
     ID_RE,
     FileRef,
@@ -99,8 +100,9 @@ class Decision:
 
 class Previews:
     def __init__(self, config: Config, origins: dict[str, Origin], cache: DiskCache, pool: RenderPool,
-                 metrics: Metrics, store: Store) -> None:
+                 metrics: Metrics, store: Store, renders: RenderStore | None = None) -> None:
         self.config = config
+        self.renders = renders  # the render store shared by the hosts, when configured
         self.origins = origins
         self.cache = cache
         self.pool = pool
@@ -287,7 +289,10 @@ class Previews:
                       ) -> tuple[str, bytes]:
         """Fetch and render: ``(rel, bytes)``; when face detection failed, the centre crop made instead
         goes beside it (``centre_fallback``): ``rel`` stays free, so the next request tries the
-        detector again instead of serving the fallback for a year."""
+        detector again instead of serving the fallback for a year. With a shared render store, a
+        render another host made is downloaded from it instead, and what is rendered here goes there."""
+        if self.renders is not None and (stored := await self.renders.get(rel)) is not None:
+            return rel, stored
         limit = self.config.limits.render_deadline
         # a ticket before any byte is fetched: concurrent downloads <= render slots + queue
         async with self.pool.admit(time.monotonic() + limit if limit else 0.0) as ticket:
@@ -311,5 +316,7 @@ class Previews:
         if outcome.detection is not None:
             await self._record_detection(faces_key, outcome.detection)
             if outcome.detection.failed:
-                rel = centre_fallback(rel)
+                return centre_fallback(rel), outcome.rendered.data  # not for the other hosts
+        if self.renders is not None:
+            await self.renders.put(rel, outcome.rendered.data)
         return rel, outcome.rendered.data
