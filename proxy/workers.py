@@ -9,7 +9,9 @@ worker and waits until it serves before starting the others: a service that cann
 taken, a model that cannot be read, a cache folder that cannot be made) says so in one line, once,
 and the supervisor exits with the worker's code instead of starting workers again forever. It
 forwards SIGTERM/SIGINT, waits for every worker to finish what it has in flight, and exits 0; a
-worker that dies on its own after it served is started again.
+worker that dies on its own after it served is started again. Only the first start is fatal: a
+restart that cannot start (a full disk, a model on NFS briefly unreadable) is tried again after a
+pause that doubles up to RESTART_PAUSE_MAX, while the other workers keep serving.
 """
 
 from __future__ import annotations
@@ -29,9 +31,19 @@ from prometheus_client import multiprocess
 from .metrics import MULTIPROC_DIR
 
 RESTART_PAUSE = 1.0
+RESTART_PAUSE_MAX = 30.0
 # the exit code of a process that could not start; its supervisor does not start it again
 STARTUP_FAILED = 3
 _NO_RESTART = (2, STARTUP_FAILED)  # 2: a bad config
+
+
+def restart_pause(code: int, pause: float) -> float:
+    """How long to wait before starting again a worker that exited with ``code`` after the service
+    had served; ``pause`` is the wait before its last start. A start that failed (2, 3) waits twice
+    as long each time (capped); any other exit means the last start worked, so the wait is reset."""
+    if code in _NO_RESTART:
+        return min(pause * 2, RESTART_PAUSE_MAX)
+    return RESTART_PAUSE
 
 
 def startup_failed(reason: str) -> int:
@@ -112,21 +124,27 @@ def _supervise(n: int, child_args: list[str], env: dict[str, str]) -> int:
         return code if code in _NO_RESTART else STARTUP_FAILED
     if not stopping[0]:
         workers += [subprocess.Popen(command, env=child_env) for _ in range(n - 1)]
+    pauses = [RESTART_PAUSE] * n  # per worker: how long before its next start
+    due: dict[int, float] = {}  # worker index -> when to start it again
     while not stopping[0]:
         time.sleep(0.2)
         for i, proc in enumerate(workers):
-            if proc.poll() is None or stopping[0]:
+            if stopping[0]:
+                break
+            if i in due:
+                if time.monotonic() >= due[i]:
+                    del due[i]
+                    workers[i] = subprocess.Popen(command, env=child_env)
                 continue
-            if proc.returncode in _NO_RESTART:  # it said why; starting it again would say it again
-                stop(signal.SIGTERM, None)
-                for other in workers:
-                    other.wait()
-                return proc.returncode
-            print(f'{{"event": "worker_exited", "pid": {proc.pid}, "code": {proc.returncode}}}',
-                  file=sys.stderr)
+            if proc.poll() is None:
+                continue
+            pauses[i] = restart_pause(proc.returncode, pauses[i])
+            print(f'{{"event": "worker_exited", "pid": {proc.pid}, "code": {proc.returncode}, '
+                  f'"restart_in": {pauses[i]}}}', file=sys.stderr)
             # its gauges (queue depth, renders running) no longer count
             multiprocess.mark_process_dead(proc.pid, env[MULTIPROC_DIR])
-            time.sleep(RESTART_PAUSE)  # a worker that dies at once must not spin the CPU
-            workers[i] = subprocess.Popen(command, env=child_env)
-    codes = [proc.wait() for proc in workers]
+            # a worker that dies at once must not spin the CPU, nor block the others' restarts
+            due[i] = time.monotonic() + pauses[i]
+    # a worker waiting for its restart already said how it ended
+    codes = [proc.wait() for i, proc in enumerate(workers) if i not in due]
     return 0 if all(code in (0, -signal.SIGTERM) for code in codes) else 1

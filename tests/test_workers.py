@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -142,3 +143,49 @@ def test_metrics_and_cache_stats_describe_every_worker(tmp_path: Path) -> None:
         assert (stats.hits, stats.misses) == (10, 10)
     finally:
         service.stop()
+
+
+def test_a_restart_that_cannot_start_does_not_stop_the_serving_workers(tmp_path: Path) -> None:
+    """Only the first start is fatal: a worker that died after the service served, and whose restart
+    fails (here: its config briefly unreadable, exit 2), is retried with a growing pause while the
+    other worker keeps answering; it comes back once the config does."""
+    config = _config(tmp_path)
+    good = config.read_text()
+    service = Service(config, extra=["--workers", "2"]).start()
+    assert service.proc is not None
+    try:
+        for _ in range(300):  # both workers read the config and serve
+            if service.log_text().count('"event": "start"') == 2:
+                break
+            time.sleep(0.1)
+        first, second = _children(service.proc.pid)
+        config.write_text("[server\n")  # not TOML: a start now exits 2
+        os.kill(first, signal.SIGKILL)
+        for _ in range(200):  # the restart after the kill, and one retry 2 s later, fail
+            if '"code": 2, "restart_in": 4.0' in service.log_text():
+                break
+            time.sleep(0.1)
+        assert '"code": 2, "restart_in": 4.0' in service.log_text(), service.log_text()
+        assert service.proc.poll() is None
+        assert service.get("/api/v1/file/lib/-/landscape.jpg?preview&size=40")[0] == 302
+        assert second in _children(service.proc.pid)
+        config.write_text(good)
+        for _ in range(200):  # the next retry (4 s after the second failure) starts
+            if len(_children(service.proc.pid)) == 2:
+                break
+            time.sleep(0.1)
+        assert len(_children(service.proc.pid)) == 2
+        assert service.get("/api/v1/file/lib/-/landscape.jpg?preview&size=41")[0] == 302
+    finally:
+        assert service.stop() == 0
+
+
+def test_restart_pause_doubles_on_failed_starts_and_resets_after_a_start_that_worked() -> None:
+    from proxy.workers import RESTART_PAUSE, RESTART_PAUSE_MAX, restart_pause
+
+    pause, pauses = RESTART_PAUSE, []
+    for _ in range(7):
+        pause = restart_pause(2, pause)
+        pauses.append(pause)
+    assert pauses == [2, 4, 8, 16, RESTART_PAUSE_MAX, RESTART_PAUSE_MAX, RESTART_PAUSE_MAX]
+    assert restart_pause(-signal.SIGKILL, RESTART_PAUSE_MAX) == RESTART_PAUSE
