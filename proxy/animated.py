@@ -15,7 +15,7 @@ import pyvips
 
 from .config import LimitsConfig, OutputConfig
 from .errors import SourceTooLarge, UnsupportedMedia
-from .geometry import plan, scale_faces
+from .geometry import plan
 from .render import Probe, Rendered, Source, encode, place_crop
 from .request import ANIMATED_FAMILIES, PreviewOptions
 from .types import Box, Face, FaceFinder
@@ -131,7 +131,7 @@ def render_animated(src: Source, info: Probe, options: PreviewOptions, limits: L
         if detect is not None and not faces and plan(info.width, info.height, options.sizing).side:
             first = pyvips.Image.thumbnail_source(src.vips(), FIRST_FRAME_SIDE, height=FIRST_FRAME_SIDE,
                                                   size="down").copy_memory()  # page 0 only
-            faces = scale_faces(detect(first), (first.width, first.height), (info.width, info.height))
+            faces = detect(first, (info.width, info.height))
         image, box = _frames(src, info, options, kept, faces)
         return encode_animation(image, family, box.height, timing, output)
     except pyvips.Error:

@@ -26,7 +26,7 @@ from .errors import RateLimitExceeded
 from .links import key_path  # noqa: F401 - re-exported: the path of a key
 
 # Bump whenever the pixels for the same source and options change: every old render is then a miss.
-RENDER_VERSION = 2  # 2: still GIFs use the animations' gifsave settings
+RENDER_VERSION = 3  # 2: still GIFs use the animations' gifsave settings; 3: YuNet_n, views by short side
 TMP_PREFIX = ".tmp-"
 T = TypeVar("T")
 
@@ -131,16 +131,18 @@ class DiskCache:
 
     # ---- render once -----------------------------------------------------------------------------
 
-    async def ensure(self, rel: str, make: Callable[[], Awaitable[tuple[str, bytes]]]) -> tuple[bool, str]:
+    async def ensure(self, rel: str, make: Callable[[], Awaitable[tuple[str, bytes | None]]]
+                     ) -> tuple[bool, str]:
         """Have the render at ``rel`` on disk: ``(True, rel)`` when it already was, else ``make()`` runs
         once for this folder (single flight in this process, a lock per key across the processes
         sharing the folder, a re-check under the lock) and ``(False, where it was written)``.
-        ``make`` answers ``(rel to write, bytes)``: a render may go beside ``rel`` (a fallback)."""
+        ``make`` answers ``(rel to write, bytes)``: a render may go beside ``rel`` (a fallback), or
+        ``(rel, None)`` for a file already on disk."""
         if await self.has(rel):
             return True, rel
         return False, await self.once(rel, lambda: self._locked(rel, make))
 
-    async def _locked(self, rel: str, make: Callable[[], Awaitable[tuple[str, bytes]]]) -> str:
+    async def _locked(self, rel: str, make: Callable[[], Awaitable[tuple[str, bytes | None]]]) -> str:
         lock = FileLock(self.root, rel.rpartition("/")[2].partition(".")[0])
         if not await lock.acquire(self.io, lambda: self.has(rel)):
             if await self.has(rel):
@@ -152,7 +154,8 @@ class DiskCache:
             if await self.has(rel):  # another process finished it while we waited
                 return rel
             written, data = await make()
-            await self.put(written, data)
+            if data is not None:
+                await self.put(written, data)
             return written
         finally:
             await lock.release(self.io)

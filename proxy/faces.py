@@ -16,6 +16,7 @@ the renderer must decode a photo so that both looks and the output come from one
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -67,6 +68,16 @@ def model_path(cfg: FacesConfig) -> Path:
 def detector_name(cfg: FacesConfig) -> str:
     """Which detector ``cfg`` selects: "yunet" or "none"."""
     return "none" if cfg.detector == "none" else "yunet"
+
+
+def detector_id(cfg: FacesConfig) -> str:
+    """What the face boxes and the crops depend on: the model file's bytes and the search's settings.
+    Part of the face store's keys and of the render settings, so another model (or another search)
+    neither reuses old boxes nor serves old crops."""
+    if detector_name(cfg) == "none":
+        return "none"
+    digest = hashlib.sha256(model_path(cfg).read_bytes()).hexdigest()[:12]
+    return f"yunet_n-{digest}-{FIRST_LOOK}-{cfg.second_look}"
 
 
 class YuNet:

@@ -51,8 +51,9 @@ def _render(job: Job, config: Config) -> Outcome:
     faces = job.faces or ()
     detections: list[Detection] = []
 
-    def detect(image: pyvips.Image) -> tuple[Face, ...]:
-        detections.append(find_faces(image, (image.width, image.height), config.faces))
+    def detect(image: pyvips.Image, source: tuple[int, int]) -> tuple[Face, ...]:
+        # in the source's coordinates: the renderer's, and the face store's for every later size
+        detections.append(find_faces(image, source, config.faces))
         return detections[-1].faces
 
     finder = detect if job.faces is None and config.faces.detector != "none" else None

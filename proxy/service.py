@@ -17,7 +17,7 @@ from .access import Grant, origin_space
 from .cache import DiskCache, cache_key
 from .config import Config, LibraryConfig
 from .errors import FileNotFound, Forbidden
-from .faces import Detection, detector_name
+from .faces import Detection, detector_id, detector_name
 from .links import (
     ORIGINALS,  # noqa: F401 - re-exported
     PRIVATE,
@@ -110,6 +110,7 @@ class Previews:
         self.store = store
         self._versions: OrderedDict[tuple[str, str, str], tuple[SourceStat, float]] = OrderedDict()
         self.detector = detector_name(config.faces)
+        self.detector_id = detector_id(config.faces)
         metrics.detector.labels(self.detector).set(1)
 
     # ---- source versions -------------------------------------------------------------------------
@@ -134,7 +135,7 @@ class Previews:
     # ---- face boxes, per source version (every size of one photo detects once) ------------------
 
     def _faces_key(self, lib: LibraryConfig, space: str, ref: FileRef, version: str) -> str:
-        return cache_key(self.detector, lib.id, space, ref.path, version)
+        return cache_key(self.detector_id, lib.id, space, ref.path, version)
 
     async def _known_faces(self, key: str) -> tuple[Face, ...] | None:
         """Faces found before in this source version; None when unknown (or the store is down)."""
@@ -212,12 +213,12 @@ class Previews:
     def _settings(self, kind: MediaKind, options: PreviewOptions) -> str:
         """The configured settings that reach these pixels (changing one must not serve old renders),
         and only those: a JPEG quality change leaves the PNG renders valid."""
-        out, faces = self.config.output, self.config.faces
+        out = self.config.output
         quality = {"jpeg": f"q{out.jpeg_quality}", "webp": f"q{out.webp_quality}",
                    "avif": f"q{out.avif_quality}", "png": f"z{out.png_compression}"}
         parts = [quality.get(options.format, "")]
         if options.sizing.fit is Fit.SQUARE or options.debug:
-            parts.append(f"{self.detector}:{faces.second_look}")
+            parts.append(self.detector_id)
         if kind is MediaKind.VIDEO and self.config.video.skip_black:
             parts.append("skipblack")  # another frame: another render
         return ",".join(part for part in parts if part)
@@ -277,20 +278,29 @@ class Previews:
                      ) -> tuple[bool, str]:
         """``(hit, where the render is)``: made once (``DiskCache.ensure``) when it is not on disk;
         while the detector backs off from this source version, its centre-crop fallback."""
-        square = model.options.sizing.fit is Fit.SQUARE and self.detector != "none"
-        if square and not await self.cache.has(rel):
-            fallback = centre_fallback(rel)
-            key = self._faces_key(lib, space, model.ref, st.version)
-            if await self._backing_off(key) and await self.cache.has(fallback):
-                return True, fallback  # no fetch, no render
+        if not await self.cache.has(rel) and (fallback := await self._fallback(lib, space, model, st, rel)):
+            return True, fallback  # no fetch, no render
         return await self.cache.ensure(rel, lambda: self._render(lib, space, model, st, rel))
 
+    async def _fallback(self, lib: LibraryConfig, space: str, model: RenderRequest, st: SourceStat, rel: str
+                        ) -> str | None:
+        """The centre-crop fallback beside ``rel``, while the detector backs off from this source."""
+        if model.options.sizing.fit is not Fit.SQUARE or self.detector == "none":
+            return None
+        fallback = centre_fallback(rel)
+        key = self._faces_key(lib, space, model.ref, st.version)
+        return fallback if await self._backing_off(key) and await self.cache.has(fallback) else None
+
     async def _render(self, lib: LibraryConfig, space: str, model: RenderRequest, st: SourceStat, rel: str
-                      ) -> tuple[str, bytes]:
+                      ) -> tuple[str, bytes | None]:
         """Fetch and render: ``(rel, bytes)``; when face detection failed, the centre crop made instead
         goes beside it (``centre_fallback``): ``rel`` stays free, so the next request tries the
-        detector again instead of serving the fallback for a year. With a shared render store, a
-        render another host made is downloaded from it instead, and what is rendered here goes there."""
+        detector again instead of serving the fallback for a year. Under the render lock, a process
+        that waited for another's failed detection takes its fallback: ``(fallback, None)``. With a
+        shared render store, a render another host made is downloaded from it instead, and what is
+        rendered here goes there."""
+        if fallback := await self._fallback(lib, space, model, st, rel):
+            return fallback, None
         if self.renders is not None and (stored := await self.renders.get(rel)) is not None:
             return rel, stored
         limit = self.config.limits.render_deadline

@@ -99,4 +99,6 @@ class Face:
 
 # A face detector bound to its settings: a decoded image (a pyvips.Image; this module imports no
 # image library) -> the faces in that image's coordinates.
-FaceFinder = Callable[[Any], Sequence[Face]]
+# (a decoded image, the (width, height) of the source it was decoded from) -> faces in the source's
+# coordinates
+FaceFinder = Callable[[Any, tuple[int, int]], Sequence[Face]]

@@ -135,7 +135,7 @@ def render_cover(src: Source, options: PreviewOptions, limits: LimitsConfig, out
     image = to_vips(frame)
     todo = plan(image.width, image.height, options.sizing)
     if todo.side and not faces and detect is not None:
-        faces = detect(image)
+        faces = detect(image, (image.width, image.height))
     try:
         if todo.resize != (image.width, image.height):
             image = image.thumbnail_image(todo.resize[0], height=todo.resize[1], size="force")

@@ -25,7 +25,9 @@ from proxy import faces as faces_module
 from proxy import service
 from proxy.app import create_app
 from proxy.config import FacesConfig
-from proxy.types import Face
+from proxy.keys import PREVIEWS
+from proxy.request import FileRef, parse_options
+from proxy.types import Face, MediaKind
 
 # The astronaut's face as a person would draw it on the 512 x 512 original (forehead to chin).
 FACE = (180, 70, 80, 100)
@@ -156,12 +158,52 @@ async def test_a_failing_detection_backs_off_to_the_centre(aiohttp_client: Any, 
     text = await (await client.get("/metrics")).text()
     assert re.search(r"preview_face_detect_failures_total 1\.0", text)
     assert re.search(r'preview_render_seconds_count\{kind="image"\} 1\.0', text)  # rendered once
+    # another process that was waiting on the render lock meanwhile: it takes the fallback too
+    previews = client.server.app[PREVIEWS]
+    lib = previews.config.libraries[0]
+    ref = FileRef(lib.id, "-", name)
+    st = await previews.source_stat(lib, "", ref)  # "": a single-tenant library's origin folder
+    model = previews.model(ref, st.version, parse_options({"size": "128"}), MediaKind.IMAGE)
+    rel = previews._rel(model, False)
+    assert await previews._render(lib, "", model, st, rel) == (service.centre_fallback(rel), None)
     monkeypatch.setattr(faces_module.YuNet, "__call__", real_call)  # the detector works again
     clock.now += service.BACKOFF[0] + 1
     left, top = locate(await preview(client, name, "size=128"), source)
     assert contains(left, top, 512, face), (left, top)
     text = await (await client.get("/metrics")).text()
     assert re.search(r'preview_render_seconds_count\{kind="image"\} 2\.0', text)
+
+
+async def test_an_animation_keeps_its_faces_at_every_size(aiohttp_client: Any, make_config: Any,
+                                                          media: Path) -> None:
+    """Faces found on a GIF's first frame (decoded at most 640 px) are stored in the source's
+    coordinates: a second size, cropped from the stored boxes, keeps the face as the first did."""
+    name, face, (_, height) = place(media, "right")  # 1024 x 512
+    still = pyvips.Image.new_from_file(str(media / name))
+    frames = still.join(still.invert(), "vertical")  # two frames, one page each
+    frames = frames.copy()
+    frames.set_type(pyvips.GValue.gint_type, "page-height", height)
+    frames.gifsave(str(media / "astronaut.gif"))
+    client = await app_client(aiohttp_client, make_config)
+    for size in (128, 100):
+        render = await preview(client, "astronaut.gif", f"size={size}")
+        assert render.get("n-pages") == 2
+        left, top = locate(render.crop(0, 0, size, size), still)
+        assert contains(left, top, height, face), (size, left, top)
+    text = await (await client.get("/metrics")).text()
+    assert re.search(r'preview_face_detect_seconds_count\{detector="yunet"\} 1\.0', text)  # detected once
+
+
+def test_the_detector_id_names_the_model_and_the_search(tmp_path: Path) -> None:
+    shipped = faces_module.detector_id(FacesConfig())
+    copy = tmp_path / "same.onnx"
+    copy.write_bytes(SHIPPED.read_bytes())
+    other = tmp_path / "other.onnx"
+    other.write_bytes(SHIPPED.read_bytes() + b"\0")
+    assert faces_module.detector_id(FacesConfig(model=str(copy))) == shipped
+    assert faces_module.detector_id(FacesConfig(model=str(other))) != shipped
+    assert faces_module.detector_id(FacesConfig(second_look=0)) != shipped
+    assert faces_module.detector_id(FacesConfig(detector="none")) == "none"
 
 
 async def test_the_debug_view_is_off_by_default(aiohttp_client: Any, make_config: Any, media: Path) -> None:
