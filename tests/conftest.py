@@ -335,22 +335,8 @@ def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Any:
 @pytest.fixture
 async def s3_bucket(seaweedfs: Any) -> str:
     """A new, empty bucket in the session's SeaweedFS; its name."""
-    import time
     import uuid
 
-    from proxy.errors import OriginError
-
     name = f"t-{uuid.uuid4().hex[:12]}"
-    client = seaweedfs.client(name)
-    deadline = time.monotonic() + 30
-    try:
-        while True:  # just after start the filer may not take writes yet
-            try:
-                await client.create_bucket()
-                return name
-            except OriginError:
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.2)
-    finally:
-        await client.close()
+    await seaweedfs.create_bucket(name)
+    return name

@@ -10,6 +10,7 @@ test a fresh bucket in it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import signal
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from conftest import free_port
 
+from proxy.errors import OriginError
 from proxy.s3 import S3Client
 from proxy.s3config import S3Config
 from proxy.types import Secret
@@ -100,6 +102,22 @@ class SeaweedFS:
 
     def client(self, bucket: str, **overrides: object) -> S3Client:
         return S3Client(self.config(**overrides), bucket, timeout=15)
+
+    async def create_bucket(self, name: str, timeout: float = 30.0) -> None:
+        """A new bucket; retried while the filer does not take writes yet (just after start)."""
+        client = self.client(name)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                try:
+                    await client.create_bucket()
+                    return
+                except OriginError:
+                    if time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.2)
+        finally:
+            await client.close()
 
     def kill(self) -> None:
         """Stop at once, mid-request if need be (the tests of a store that dies)."""

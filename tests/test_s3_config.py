@@ -79,3 +79,20 @@ def test_s3_table_only_on_s3_origins(tmp_path: Path) -> None:
     problems = _problems(_raw(tmp_path, {"region": "eu-west-1"}, origin="http://127.0.0.1:1/"))
     assert any("s3: only for an s3:// origin" in p for p in problems)
     assert any("expected s3://bucket" in p for p in _problems(_raw(tmp_path, origin="s3://b/../x")))
+
+
+def test_the_readme_s3_examples_are_valid(tmp_path: Path) -> None:
+    import re
+    import tomllib
+
+    from conftest import ROOT
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    examples = [tomllib.loads(b) for b in re.findall(r"^```toml\n(.*?)^```", text, re.S | re.M)
+                if "[libraries.s3]" in b]
+    assert len(examples) == 3  # AWS, COS, a local MinIO/SeaweedFS
+    for raw in examples:
+        config = build_config({"cache": {"dir": str(tmp_path)}, **raw}, {})
+        assert config.libraries[0].s3 is not None
+    endpoints = [c["libraries"][0]["s3"].get("endpoint", "") for c in examples]
+    assert endpoints[0] == "" and "myqcloud.com" in endpoints[1] and endpoints[2].startswith("http://127.0.0.1")
