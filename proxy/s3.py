@@ -163,15 +163,18 @@ class S3Client:
             # a HEAD answer has no body to say why: ask again with a GET, whose error body does
             (await self._send("GET", key, query=query, headers={"Range": "bytes=0-0"})).release()
             raise S3Error(f"the S3 store answered {resp.status} to HEAD but not to GET")
-        raise self._error(resp.status, code, detail, resp.headers, key)
+        raise self._error(resp.status, code, detail, resp.headers, key, bodyless=not raw.strip())
 
-    def _error(self, status: int, code: str, detail: dict[str, str], headers: Any, key: str) -> Exception:
+    def _error(self, status: int, code: str, detail: dict[str, str], headers: Any, key: str, *,
+               bodyless: bool) -> Exception:
+        """The typed error of an S3 answer. A body that is no S3 error comes from another kind of
+        server (a wrong endpoint): its 404 page says nothing about the key or the bucket."""
         where = f"bucket {self.bucket!r} at {self.endpoint}"
         region = detail.get("Region") or headers.get("x-amz-bucket-region", "")
         region = "" if region == self.region else region
-        if status == 404 and code in ("NoSuchKey", "") and key:
+        if status == 404 and (code == "NoSuchKey" or (bodyless and not code)) and key:
             return FileNotFound()
-        if code == "NoSuchBucket" or (status == 404 and not key):
+        if code == "NoSuchBucket" or (status == 404 and bodyless and not code):
             return S3Error(f"the {where} does not exist (NoSuchBucket): check the bucket name "
                            "in origin = \"s3://...\"", code or "NoSuchBucket")
         if code in ("InvalidAccessKeyId", "InvalidAccessKeyID"):
@@ -188,7 +191,7 @@ class S3Client:
             told = f" the bucket is in {region!r}," if region else ""
             return S3Error(f"wrong region for the {where} ({code or status}):{told} the config says "
                            f"region = {self.region!r}", code or "WrongRegion")
-        if code == "AccessDenied" or (status == 403 and not code):
+        if code == "AccessDenied" or (status == 403 and bodyless and not code):
             return S3Error(f"the {where} denied access (AccessDenied): the credentials may not read "
                            "it, or none were found", code or "AccessDenied")
         if not code:

@@ -80,3 +80,58 @@ async def test_errors_say_which_trouble(seaweedfs: Any, s3_bucket: str) -> None:
             assert err.value.status == 502 and SECRET_KEY not in err.value.message
             assert "not-the-secret" not in err.value.message
         await client.close()
+
+
+async def test_clock_skew_is_named(bucket: S3Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    """This machine's clock 20 minutes behind: the real server's RequestTimeTooSkewed, said plainly."""
+    import datetime
+
+    import botocore.auth
+
+    late = datetime.datetime.now(datetime.UTC).replace(tzinfo=None) - datetime.timedelta(minutes=20)
+    monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda: late)
+    with pytest.raises(S3Error, match="clock is too far") as err:
+        await bucket.get("a.jpg")
+    assert err.value.s3_code == "RequestTimeTooSkewed"
+
+
+async def test_an_endpoint_that_is_not_s3(http_origin: Any) -> None:
+    """A web server named as the endpoint: its 404 page is no answer about keys or buckets."""
+    from proxy.s3config import S3Config
+
+    client = S3Client(S3Config(endpoint=http_origin.url.rstrip("/"), addressing="path", access_key_id="AK",
+                               secret_access_key=Secret("sk")), "bucket")
+    for call in (client.check(), client.head("landscape.jpg"), client.get("x.jpg")):
+        with pytest.raises(S3Error, match="did not answer like an S3 store"):
+            await call
+    await client.close()
+
+
+async def test_keys_from_botocores_chain(seaweedfs: Any, s3_bucket: str, tmp_path: Any,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """No keys in the config or the environment: a shared credentials file (botocore's chain) works."""
+    from seaweed import ACCESS_KEY
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    (tmp_path / "credentials").write_text(
+        f"[default]\naws_access_key_id = {ACCESS_KEY}\naws_secret_access_key = {SECRET_KEY}\n")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance to ask here
+    client = seaweedfs.client(s3_bucket, access_key_id="", secret_access_key=Secret(""))
+    await client.put("from-chain.txt", b"ok")
+    assert (await client.get("from-chain.txt"))[1] == b"ok"
+    await client.close()
+
+
+def test_addressing() -> None:
+    from proxy.s3config import S3Config
+
+    aws = S3Client(S3Config(region="eu-west-1"), "my-bucket")
+    assert aws.url("a b/照片.jpg") == "https://my-bucket.s3.eu-west-1.amazonaws.com/a%20b/%E7%85%A7%E7%89%87.jpg"
+    cos = S3Client(S3Config(endpoint="https://cos.ap-guangzhou.myqcloud.com", addressing="virtual"), "p-125")
+    assert cos.url("x.jpg") == "https://p-125.cos.ap-guangzhou.myqcloud.com/x.jpg"
+    local = S3Client(S3Config(endpoint="http://127.0.0.1:9000"), "media")
+    assert local.url("x.jpg", {"prefix": "a b", "list-type": "2"}) == \
+        "http://127.0.0.1:9000/media/x.jpg?list-type=2&prefix=a%20b"

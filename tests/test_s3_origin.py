@@ -293,3 +293,18 @@ async def test_through_nginx(seaweedfs: SeaweedFS, s3_origin: str, tmp_path: Pat
     finally:
         nginx.stop()
         service.stop()
+
+
+def test_check_command_names_the_library(seaweedfs: SeaweedFS, s3_origin: str, tmp_path: Path, media: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from proxy.__main__ import main
+
+    s3 = seaweedfs.s3_table()
+    libraries = [{"id": "good", "origin": s3_origin, "secret": "s", "s3": s3},
+                 {"id": "typo", "origin": "s3://no-such-bucket-2/photos", "secret": "s", "s3": s3}]
+    good = write_config(tmp_path / "good.toml", config_raw(tmp_path, media, libraries=libraries[:1]))
+    assert main(["check", "--config", str(good)]) == 0
+    both = write_config(tmp_path / "both.toml", config_raw(tmp_path, media, libraries=libraries))
+    assert main(["check", "--config", str(both)]) == 1
+    out = capsys.readouterr().out
+    assert "library 'typo'" in out and "library 'good'" not in out.split("problem:", 1)[1]
