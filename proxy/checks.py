@@ -30,7 +30,7 @@ async def probe_problems(config: Config, probes: list[tuple[str, str]]) -> list[
             if lib is None:
                 problems.append(f"--probe {library}:{path}: no library {library!r}")
                 continue
-            origin = make_origin(lib.origin, config.limits, io, Path(spool))
+            origin = make_origin(lib.origin, config.limits, io, Path(spool), lib.s3)
             try:
                 await origin.stat("", path)
             except FileNotFound:

@@ -308,3 +308,14 @@ def test_check_command_names_the_library(seaweedfs: SeaweedFS, s3_origin: str, t
     assert main(["check", "--config", str(both)]) == 1
     out = capsys.readouterr().out
     assert "library 'typo'" in out and "library 'good'" not in out.split("problem:", 1)[1]
+
+
+def test_check_probe_on_an_s3_library(seaweedfs: SeaweedFS, s3_origin: str, tmp_path: Path, media: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from proxy.__main__ import main
+
+    lib = {"id": "lib", "origin": s3_origin, "secret": "s", "s3": seaweedfs.s3_table()}
+    path = write_config(tmp_path / "c.toml", config_raw(tmp_path, media, libraries=[lib]))
+    assert main(["check", "--config", str(path), "--probe", "lib:相册 一/照片 1.jpg"]) == 0
+    assert main(["check", "--config", str(path), "--probe", "lib:nope.jpg"]) == 1
+    assert "nope.jpg is not found" in capsys.readouterr().out
