@@ -93,6 +93,10 @@ def _described(prefix: str, cache_dir: str, private: str, cache_control: str, ch
             f"            }}\n")
 
 
+# a space id of a multi-tenant library's original link; "-" (no space) is refused there by the API too
+_SPACE = r"(?!-/)[A-Za-z0-9_-]{1,64}"
+
+
 def _originals(config: Config, lib: LibraryConfig, private_cc: str) -> str:
     """Download links of one library: ``{prefix}o/{id}/{space}/{path}`` from its folder or origin."""
     prefix = f"{config.cache.asset_prefix}{ORIGINALS}{lib.id}/"
@@ -109,7 +113,11 @@ def _originals(config: Config, lib: LibraryConfig, private_cc: str) -> str:
         # no variables in proxy_pass: the origin's name is then resolved once, at start
         base = _quote(lib.origin if lib.origin.endswith("/") else lib.origin + "/")
         location = prefix if lib.multi_tenant else f"{prefix}-/"
-        return (f"        location ^~ {location} {{\n{head}"
+        # only {prefix}{space}/{path} reaches the origin, as the API allows; an `if` (proxy_pass
+        # with a URI cannot sit in a regex location) that only returns is safe in nginx
+        spaces = (f'            if ($uri !~ "^{re.escape(prefix)}{_SPACE}/.") {{ return 404; }}\n'
+                  if lib.multi_tenant else "")
+        return (f"        location ^~ {location} {{\n{spaces}{head}"
                 f"            proxy_hide_header Content-Type;  # the type by our extension map, not theirs\n"
                 f"            proxy_pass {base};\n"
                 f"            proxy_ssl_server_name on;\n"
@@ -117,7 +125,7 @@ def _originals(config: Config, lib: LibraryConfig, private_cc: str) -> str:
     root = _quote(os.path.realpath(lib.origin))
     symlinks = f"            disable_symlinks on from={root};  # nothing outside the origin folder\n"
     if lib.multi_tenant:  # /o/{id}/{space}/{path}: a space id, then the file in that space's folder
-        space = r"[A-Za-z0-9_-]{1,64}"
+        space = _SPACE
         return (f"        location ^~ {prefix} {{\n"
                 f'            location ~ "^{re.escape(prefix)}({space})/(.+)$" {{\n'
                 f"    {head.replace(chr(10) + '            ', chr(10) + '                ')}"

@@ -247,3 +247,29 @@ def test_multi_tenant_originals_through_nginx(tmp_path: Path) -> None:
     finally:
         nginx.stop()
         service.stop()
+
+
+def test_multi_tenant_http_origin_passes_only_paths_in_a_space(tmp_path: Path) -> None:
+    """A public multi-tenant library on an http origin: nginx passes ``o/{id}/{space}/{path}`` to the
+    origin, and answers 404 for what no space holds (the origin's root, ``-``, dot folders)."""
+    root = tmp_path / "origin"
+    (root / "sp1").mkdir(parents=True)
+    (root / ".git").mkdir()
+    (root / "-").mkdir()
+    for name in ("sp1/a.txt", "top.txt", ".git/config", "-/x.txt"):
+        (root / name).write_bytes(b"origin file " + name.encode())
+    origin = ThreadingHTTPServer(("127.0.0.1", 0), partial(SimpleHTTPRequestHandler, directory=str(root)))
+    threading.Thread(target=origin.serve_forever, daemon=True).start()
+    config = write_config(tmp_path / "config.toml", config_raw(
+        tmp_path, tmp_path, libraries=[{"id": "mt", "origin": f"http://127.0.0.1:{origin.server_address[1]}/",
+                                        "secret": "s", "multi_tenant": True}]))
+    nginx = Nginx(tmp_path / "nginx", free_port())
+    try:
+        nginx.start(load_config(config), [f"127.0.0.1:{free_port()}"])  # no service: nginx alone answers
+        status, _, body = get(nginx.port, "/_assets/o/mt/sp1/a.txt")
+        assert (status, body) == (200, b"origin file sp1/a.txt")
+        for path in ("top.txt", ".git/config", "-/x.txt", "%2egit/config", "sp1/../top.txt", "sp1/"):
+            assert get(nginx.port, f"/_assets/o/mt/{path}")[0] == 404, path
+    finally:
+        nginx.stop()
+        origin.shutdown()
