@@ -18,11 +18,13 @@ from pathlib import Path
 
 from aiohttp import web
 
+from .access import origin_space
 from .app import create_app
 from .checks import check, parse_probe
 from .config import Config, ConfigError, LibraryConfig, load_config
 from .cpus import usable_cpus
 from .demo import DEMO_ID, seed_demo
+from .errors import ApiError
 from .faces import FaceModelError, detector_name
 from .faces import load as load_detector
 from .nginx import render_nginx_conf
@@ -130,6 +132,11 @@ def _warm(args: argparse.Namespace) -> int:
     config = _load(args)
     lib = config and _library(config, args.library)
     if config is None or lib is None:
+        return 2
+    try:
+        origin_space(lib, args.space)
+    except ApiError as exc:  # e.g. a multi-tenant library and no --space
+        print(f"--space {args.space}: {exc.message}", file=sys.stderr)
         return 2
     if lib.is_http and not args.paths:
         print(f"library {lib.id!r} is an HTTP origin, which cannot be listed: name the paths",

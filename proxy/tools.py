@@ -64,32 +64,39 @@ async def warm(config: Config, lib: LibraryConfig, space: str, sizes: list[int],
         folder = origin_space(lib, space)
         # the space's own folder of a multi-tenant library: its paths are relative to it
         files = paths or await app[ORIGINS][lib.id].list(folder, 10**9) or []
-        slots = asyncio.Semaphore(config.limits.workers)
 
         async def one(path: str) -> None:
-            async with slots:
-                for size in sizes:
-                    try:
-                        ref = FileRef(lib.id, space, decode_file_path(path))
-                        options = PreviewOptions(Sizing(Fit.SQUARE, size))
-                        decision = await previews.preview(lib, folder, ref, options,
-                                                          Grant(public=lib.space_public(space)))
-                    except ApiError as exc:
-                        summary.failed[f"{exc.code}: {exc.message}"] += 1
-                        return
-                    if decision.cache_hit:
-                        summary.skipped += 1
-                    else:
-                        summary.rendered += 1
+            for size in sizes:
+                try:
+                    ref = FileRef(lib.id, space, decode_file_path(path))
+                    options = PreviewOptions(Sizing(Fit.SQUARE, size))
+                    decision = await previews.preview(lib, folder, ref, options,
+                                                      Grant(public=lib.space_public(space)))
+                except ApiError as exc:
+                    summary.failed[f"{exc.code}: {exc.message}"] += 1
+                    return
+                if decision.cache_hit:
+                    summary.skipped += 1
+                else:
+                    summary.rendered += 1
 
         columns = (BarColumn(), MofNCompleteColumn(), TaskProgressColumn(), "{task.fields[rate]}/s",
                    TimeRemainingColumn())
         with Progress(*columns, disable=not progress) as bar:
             task = bar.add_task("warm", total=len(files), rate="0.0")  # files a second
-            for done, coro in enumerate(asyncio.as_completed([one(p) for p in files]), 1):
-                await coro
-                elapsed = time.perf_counter() - started
-                bar.update(task, completed=done, rate=f"{done / elapsed:.1f}" if elapsed else "0.0")
+            pending = iter(files)  # shared by the consumers: each path is taken once
+            done = 0
+
+            async def consumer() -> None:
+                nonlocal done
+                for path in pending:
+                    await one(path)
+                    done += 1
+                    elapsed = time.perf_counter() - started
+                    bar.update(task, completed=done, rate=f"{done / elapsed:.1f}" if elapsed else "0.0")
+
+            # a fixed pool of consumers, not a task per file: millions of files cost no more memory
+            await asyncio.gather(*(consumer() for _ in range(config.limits.workers)))
     finally:
         await runner.cleanup()
     summary.seconds = time.perf_counter() - started
