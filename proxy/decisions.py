@@ -4,8 +4,8 @@ Within ``cache.version_ttl`` seconds the answer to a public preview is fully det
 path and query: the source's version is trusted that long anyway, and the render is on disk. So the
 finished headers are kept per raw request URI for that long, and a repeat skips parsing, the
 access check, the version lookup and the key hash. Token-bearing requests never use it (tokens
-slide their expiry on every use). Any eviction from the disk cache empties it, so it never points
-at a deleted render for longer than the disk index itself would.
+slide their expiry on every use). Eviction does not empty it: the evictor spares a render used
+within ``2 x version_ttl + evict_grace`` seconds, and an evicted render's asset URL makes it again.
 """
 
 from __future__ import annotations
