@@ -27,11 +27,12 @@ class Metrics:
                                         ["kind"], buckets=_RENDER_BUCKETS, registry=r)
         self.cache = Counter("preview_cache", "Render cache lookups", ["result"], registry=r)
         self.cache_hits = self.cache.labels("hit")  # resolved once: the hot path counts it
-        # the folder's, the same in every worker: the largest of the live workers' is that
+        # the folder's, the same for every worker: the value a live worker set last is the current
+        # one (the largest would keep a purged or evicted size until that worker answered a scrape)
         self.cache_bytes = Gauge("preview_cache_bytes", "Bytes of renders on disk", registry=r,
-                                 multiprocess_mode="livemax")
+                                 multiprocess_mode="livemostrecent")
         self.cache_files = Gauge("preview_cache_files", "Renders on disk", registry=r,
-                                 multiprocess_mode="livemax")
+                                 multiprocess_mode="livemostrecent")
         self.origin_seconds = Histogram("preview_origin_fetch_seconds", "Time to fetch an original",
                                         ["origin"], buckets=_RENDER_BUCKETS, registry=r)
         self.faces = Histogram("preview_faces_found", "Faces found per detection",
