@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .cache import TMP_PREFIX
+from .origin import clear_spool
 
 MIN_EVERY = 2.0       # seconds between sweeps at most, unless a write asks for one sooner ...
 SWEEP_SHARE = 0.02    # ... but sweeping takes at most ~2% of one thread however often it is asked
@@ -106,6 +107,7 @@ class Evictor:
                     os.unlink(full)
                     evicted += 1
                 total -= size
+        clear_spool(self.root / ".spool")  # what a crashed worker spooled: it is restarted, not its files
         usage = Usage(len(found) - evicted, total, self.usage().evicted + evicted)
         self._write_usage(usage)
         return usage

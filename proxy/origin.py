@@ -34,6 +34,7 @@ from .types import MediaKind
 
 CHUNK = 256 * 1024
 MAX_REDIRECTS = 3
+SPOOL_PREFIX = ".src."
 SPOOL_ABANDONED = 3600  # seconds: a spooled source this old is not any live render's (origin_timeout)
 
 
@@ -264,7 +265,9 @@ async def spool(chunks: AsyncIterator[bytes], cap: int, io: Executor, folder: Pa
     as far as it needs: memory does not grow with the source's size); over ``cap`` bytes: 413.
     ``discard`` removes it once the render is done."""
     loop = asyncio.get_running_loop()
-    fd, path = await loop.run_in_executor(io, partial(tempfile.mkstemp, prefix=".src-", dir=folder))
+    # the pid in the name: a crashed worker's files are known as soon as it is gone (spool_abandoned)
+    mkstemp = partial(tempfile.mkstemp, prefix=f"{SPOOL_PREFIX}{os.getpid()}.", dir=folder)
+    fd, path = await loop.run_in_executor(io, mkstemp)
     size = 0
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -285,11 +288,35 @@ def fresh_spool(cache_dir: Path) -> Path:
     by a process that is gone. Blocking: call it in an executor."""
     folder = cache_dir / ".spool"
     folder.mkdir(parents=True, exist_ok=True)
-    for entry in folder.iterdir():
-        with contextlib.suppress(OSError):
-            if time.time() - entry.stat().st_mtime > SPOOL_ABANDONED:
-                entry.unlink()
+    clear_spool(folder)
     return folder
+
+
+def clear_spool(folder: Path) -> int:
+    """Remove the spooled sources whose process is gone (or that are too old to be any live
+    render's); how many. Blocking. At start and in the evictor's sweep: a worker killed mid-fetch
+    (OOM on a big original) is restarted in a second, and its files must not wait for an hour."""
+    removed = 0
+    with contextlib.suppress(FileNotFoundError):
+        for entry in folder.iterdir():
+            with contextlib.suppress(OSError):
+                if spool_abandoned(entry.name, entry.stat().st_mtime):
+                    entry.unlink()
+                    removed += 1
+    return removed
+
+
+def spool_abandoned(name: str, mtime: float) -> bool:
+    """``.src.<pid>.<rand>`` of a process that is gone, or any spooled file older than SPOOL_ABANDONED."""
+    if time.time() - mtime > SPOOL_ABANDONED:
+        return True
+    try:
+        os.kill(int(name.removeprefix(SPOOL_PREFIX).split(".")[0]), 0)
+    except (ValueError, ProcessLookupError):
+        return name.startswith(SPOOL_PREFIX)  # an older name without a pid waits out its hour
+    except PermissionError:
+        pass  # alive, another user's
+    return False
 
 
 def discard(source: Source) -> None:

@@ -140,3 +140,46 @@ def test_sigterm_when_idle_exits_0_at_once(service: Service) -> None:
     os.kill(service.proc.pid, signal.SIGTERM)
     assert service.proc.wait(15) == 0
     assert time.monotonic() - started < 5
+
+
+_SPOOL_THEN_DIE = """
+import asyncio, os, signal, sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from proxy.origin import spool
+
+async def chunks():
+    yield b"the first part of a big original"
+    os.kill(os.getpid(), signal.SIGKILL)  # killed mid-fetch, as by the OOM killer
+
+asyncio.run(spool(chunks(), 10**6, ThreadPoolExecutor(1), Path(sys.argv[1])))
+"""
+
+
+def _crash_while_spooling(folder: Path) -> Path:
+    import subprocess
+    import sys
+
+    before = set(folder.iterdir())
+    subprocess.run([sys.executable, "-c", _SPOOL_THEN_DIE, str(folder)], timeout=60)
+    (left,) = set(folder.iterdir()) - before
+    return left
+
+
+def test_a_crashed_processes_spooled_sources_go_at_start_and_in_the_evictors_sweep(tmp_path: Path) -> None:
+    """A worker killed mid-fetch is restarted a second later: its spooled source must not wait an
+    hour. Files of a live process (this one) stay."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from proxy.evict import Evictor
+    from proxy.origin import fresh_spool
+
+    folder = fresh_spool(tmp_path / "cache")
+    live = folder / f".src.{os.getpid()}.inflight"
+    live.write_bytes(b"a render in flight")
+    assert _crash_while_spooling(folder).name.startswith(".src.")
+    fresh_spool(tmp_path / "cache")
+    assert list(folder.iterdir()) == [live]
+    _crash_while_spooling(folder)
+    Evictor(tmp_path / "cache", 10**9, ThreadPoolExecutor(1), recheck=5).sweep()
+    assert list(folder.iterdir()) == [live]
