@@ -102,6 +102,7 @@ class YuNet:
             raise FaceModelError(f"[faces] model: {path} is not a YuNet model with raw heads "
                                  f"(outputs {sorted(wanted - names)[:3]} missing)")
         self._input = self._session.get_inputs()[0].name
+        self._outputs = [o.name for o in self._session.get_outputs()]  # asked once, not per photo
 
     def __call__(self, rgb: np.ndarray) -> list[Face]:
         height, width = rgb.shape[:2]
@@ -109,8 +110,7 @@ class YuNet:
         padded_h, padded_w = -(-height // step) * step, -(-width // step) * step
         blob = np.zeros((1, 3, padded_h, padded_w), np.float32)  # zeros below and right: no face there
         blob[0, :, :height, :width] = rgb.transpose(2, 0, 1)[::-1]  # YuNet was trained on BGR
-        heads = dict(zip((o.name for o in self._session.get_outputs()),
-                         self._session.run(None, {self._input: blob}), strict=True))
+        heads = dict(zip(self._outputs, self._session.run(self._outputs, {self._input: blob}), strict=True))
         kept = nms(decode(heads, padded_w, SCORE), NMS_IOU)[:MAX_FACES]
         return [Face(*map(float, row)) for row in kept if row[0] < width and row[1] < height]
 

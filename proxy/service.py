@@ -278,14 +278,20 @@ class Previews:
                      ) -> tuple[bool, str]:
         """``(hit, where the render is)``: made once (``DiskCache.ensure``) when it is not on disk;
         while the detector backs off from this source version, its centre-crop fallback."""
-        if not await self.cache.has(rel) and (fallback := await self._fallback(lib, space, model, st, rel)):
+        # the extra look at the disk only where a detection can have failed: it may cost a stat
+        if self._detects(model) and not await self.cache.has(rel) \
+                and (fallback := await self._fallback(lib, space, model, st, rel)):
             return True, fallback  # no fetch, no render
         return await self.cache.ensure(rel, lambda: self._render(lib, space, model, st, rel))
+
+    def _detects(self, model: RenderRequest) -> bool:
+        """Does this render look for faces (a square, with a detector)?"""
+        return model.options.sizing.fit is Fit.SQUARE and self.detector != "none"
 
     async def _fallback(self, lib: LibraryConfig, space: str, model: RenderRequest, st: SourceStat, rel: str
                         ) -> str | None:
         """The centre-crop fallback beside ``rel``, while the detector backs off from this source."""
-        if model.options.sizing.fit is not Fit.SQUARE or self.detector == "none":
+        if not self._detects(model):
             return None
         fallback = centre_fallback(rel)
         key = self._faces_key(lib, space, model.ref, st.version)
@@ -316,8 +322,7 @@ class Previews:
                     self._remember((lib.id, space, ref.path), fetched)
                 started = time.perf_counter()
                 faces_key = self._faces_key(lib, space, ref, fetched.version)
-                square = model.options.sizing.fit is Fit.SQUARE and self.detector != "none"
-                known = await self._known_faces(faces_key) if square else None
+                known = await self._known_faces(faces_key) if self._detects(model) else None
                 job = Job(source, model.kind, ref.extension, model.options, known)
                 outcome = await ticket.run(render, job, self.config)
             finally:
